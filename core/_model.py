@@ -1,0 +1,228 @@
+"""The autoencoder: packed RNN encoder, bottleneck, RNN decoder with cross-attention through a backend."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ._config import ModelConfig
+from ._contract import AttentionBackend
+from ._errors import ConfigError
+from ._resolve import resolve_backend
+
+_RNN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+def make_rnn(config: ModelConfig, input_size: int) -> nn.RNNBase:
+    dropout = config.dropout if config.num_layers > 1 else 0.0  # torch warns on dropout with one layer
+    return _RNN[config.rnn](input_size, config.hidden_size, config.num_layers, batch_first=True, dropout=dropout)
+
+
+def sinusoids(length: int, dim: int, device: torch.device | None = None) -> Tensor:
+    """Sinusoidal positions (length, dim), computed for any length (the original's table stopped at 50)."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(position * rate)
+    table[:, 1::2] = torch.cos(position * rate[: dim // 2])
+    return table
+
+
+def lengths_of(mask: Tensor) -> Tensor:
+    """Valid lengths (B,) of a left-aligned bool mask (B, T); anything else is refused."""
+    if mask.dtype != torch.bool or mask.dim() != 2:
+        raise ValueError(f"mask must be a (B, T) bool tensor, got {tuple(mask.shape)} {mask.dtype}")
+    lengths = mask.sum(dim=1)
+    aligned = torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
+    if not torch.equal(aligned, mask):
+        raise ValueError("mask must be left-aligned: real tokens first, then padding")
+    return lengths
+
+
+@attrs.frozen
+class AutoencoderOutput:
+    reconstruction: Tensor
+    """(B, T, E): the decoded word vectors."""
+    bottleneck: Tensor
+    """(B, Z): the sequence code."""
+    attention: Tensor | None = None
+    """(B, heads, T, S) decoder-step x input-token weights, only when asked for."""
+
+
+class Encoder(nn.Module):
+    """RNN over packed sequences (pads never touch a state); memory = states (+ positions); z from the last state."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.rnn = make_rnn(config, config.embed_dim)
+        self.to_bottleneck = nn.Linear(config.hidden_size, config.bottleneck_dim)
+        self.memory_positions = config.memory_positions
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        T = x.shape[1]
+        # An empty row still gets one (ignored) step: pack refuses length 0; its keys are all masked.
+        packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+        out, state = self.rnn(packed)
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, H), zeros at pads
+        h_n = state[0] if isinstance(state, tuple) else state  # (L, B, H), last *valid* state per row
+        z = self.to_bottleneck(h_n[-1])  # (B, Z)
+        if self.memory_positions:
+            memory = memory + sinusoids(T, memory.shape[-1], x.device).to(memory.dtype)
+        return z, memory
+
+
+class Decoder(nn.Module):
+    """RNN decoder; step t reads the target (or its own output) at t-1, never target t."""
+
+    def __init__(self, config: ModelConfig, attention: AttentionBackend | None) -> None:
+        super().__init__()
+        H, E, L = config.hidden_size, config.embed_dim, config.num_layers
+        self.num_layers, self.hidden_size = L, H
+        self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
+        self.input_proj = nn.Linear(E, H)
+        self.init_h = nn.Linear(config.bottleneck_dim, L * H)
+        self.init_c = nn.Linear(config.bottleneck_dim, L * H) if config.rnn == "lstm" else None
+        self.rnn = make_rnn(config, H)
+        self.dropout = nn.Dropout(config.dropout)
+        self.attention = attention
+        self.integrate = nn.Sequential(
+            nn.Linear(2 * H if attention is not None else H, H), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(H, H)
+        )
+        self.out = nn.Linear(H, E)
+
+    def initial_state(self, z: Tensor) -> Any:
+        B = z.shape[0]
+        h = torch.tanh(self.init_h(z)).view(B, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
+        if self.init_c is None:
+            return h
+        c = torch.tanh(self.init_c(z)).view(B, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
+        return (h, c)
+
+    def step(
+        self, inp: Tensor, state: Any, attn_state: Any, position: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Any, Tensor | None]:
+        """One decoder step: input (B, E) -> output (B, E); weights (B, heads, S) if asked and attending."""
+        out, state = self.rnn(self.input_proj(inp).unsqueeze(1), state)
+        query = self.dropout(out.squeeze(1)) + position  # (B, H)
+        weights = None
+        if self.attention is not None:
+            context, weights = self.attention.step(query, attn_state, need_weights)
+            query = torch.cat([query, context], dim=-1)  # (B, 2H)
+        return self.out(self.integrate(query)), state, weights
+
+    def run(
+        self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """All steps at once when every input is known: one RNN call, all queries attend together."""
+        out, _ = self.rnn(self.input_proj(inputs), state)  # (B, T, H)
+        queries = self.dropout(out) + positions
+        weights = None
+        if self.attention is not None:
+            context, weights = self.attention.parallel(queries, attn_state, need_weights)
+            queries = torch.cat([queries, context], dim=-1)
+        return self.out(self.integrate(queries)), weights
+
+    @property
+    def can_run_parallel(self) -> bool:
+        return self.attention is None or self.attention.capabilities.parallel_decode
+
+    def forward(
+        self,
+        z: Tensor,
+        memory: Tensor,
+        key_mask: Tensor,
+        length: int,
+        targets: Tensor | None = None,
+        teacher_forcing: float = 0.0,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        B = z.shape[0]
+        state = self.initial_state(z)
+        attn_state = self.attention.prepare(memory, key_mask) if self.attention is not None else None
+        positions = sinusoids(length, self.hidden_size, z.device).to(memory.dtype)
+        start = self.start.to(memory.dtype).expand(B, -1)
+        forced = targets is not None and teacher_forcing > 0.0
+        if forced and teacher_forcing >= 1.0 and self.can_run_parallel:
+            assert targets is not None
+            inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
+            return self.run(inputs, state, attn_state, positions, need_weights)
+        # One coin per step for the whole batch (as the original): True = feed the target.
+        coins = (torch.rand(length) < teacher_forcing).tolist() if forced else [False] * length
+        step = self.attention.wrap_step(self.step) if self.attention is not None else self.step
+        outputs, weights = [], []
+        inp = start
+        for t in range(length):
+            y, state, w = step(inp, state, attn_state, positions[t], need_weights)
+            outputs.append(y)
+            if w is not None:
+                weights.append(w)
+            if t + 1 < length:
+                inp = targets[:, t] if coins[t + 1] and targets is not None else y.detach()
+        return torch.stack(outputs, dim=1), (torch.stack(weights, dim=2) if weights else None)
+
+
+class Autoencoder(nn.Module):
+    """Encode a sequence of word vectors to z (and a memory), decode it back through an attention backend.
+
+    Args:
+        config: the model's hyperparameters.
+        backend: an attention backend name (looked up among the registered plugins), a backend class,
+            or None for 'naive'. Must be None when ``config.attention == 'none'``.
+    """
+
+    def __init__(self, config: ModelConfig, backend: str | type[AttentionBackend] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        attention = None
+        if config.attention == "none":
+            if backend not in (None, "none"):
+                raise ConfigError(f"config.attention is 'none', so no backend can be used (got {backend!r})")
+        else:
+            cls = resolve_backend(backend or "naive", config)
+            attention = cls(config.hidden_size, config.num_heads)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config, attention)
+
+    @property
+    def backend(self) -> str:
+        """Name of the attention backend in use ('none' for the no-attention baseline)."""
+        return self.decoder.attention.name if self.decoder.attention is not None else "none"
+
+    @property
+    def layout(self) -> str:
+        """Parameter layout of the attention backend ('none' without attention)."""
+        attention = self.decoder.attention
+        return attention.capabilities.layout if attention is not None else "none"
+
+    def forward(
+        self, x: Tensor, mask: Tensor, teacher_forcing: float = 0.0, need_weights: bool = False
+    ) -> AutoencoderOutput:
+        """Reconstruct ``x``.
+
+        Args:
+            x: word vectors (B, T, E).
+            mask: (B, T) bool, True at real tokens, left-aligned.
+            teacher_forcing: probability that a decoder step reads the true previous token instead of its
+                own previous output; 1.0 uses the parallel path where the backend has one, 0.0 is
+                fully autoregressive.
+            need_weights: also return attention weights (B, heads, T, T).
+        """
+        if x.dim() != 3 or x.shape[-1] != self.config.embed_dim or x.shape[:2] != mask.shape:
+            raise ValueError(
+                f"expected x (B, T, {self.config.embed_dim}) and mask (B, T); "
+                f"got {tuple(x.shape)} and {tuple(mask.shape)}"
+            )
+        lengths = lengths_of(mask)
+        z, memory = self.encoder(x, lengths)
+        recon, weights = self.decoder(
+            z, memory, mask, x.shape[1], targets=x, teacher_forcing=teacher_forcing, need_weights=need_weights
+        )
+        return AutoencoderOutput(recon, z, weights)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

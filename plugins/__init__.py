@@ -1,0 +1,1 @@
+"""quatrain's built-in attention backends, one module each, registered through the project's entry points."""

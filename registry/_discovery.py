@@ -1,0 +1,266 @@
+"""Plugin discovery: entry points in, a registry of backends and converters out, one broken plugin isolated."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+
+from quatrain import AttentionBackend, ModelConfig, PluginError, UnknownBackendError, hookspecs
+
+from ._layouts import Converter, LayoutGraph
+
+GROUP = hookspecs.PROJECT
+OWN_DISTRIBUTION = "quatrain"
+
+
+def _env_names(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+@attrs.frozen(kw_only=True)
+class PluginRecord:
+    """One plugin as discovery saw it."""
+
+    name: str
+    """Entry-point name (or the name it was registered under directly)."""
+    module: str
+    distribution: str | None
+    version: str | None
+    status: str
+    """'ok', 'broken' or 'disabled'."""
+    error: str | None = None
+    hooks: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen(kw_only=True)
+class BackendEntry:
+    """A registered backend and where it came from."""
+
+    name: str
+    cls: type[AttentionBackend]
+    plugin: str
+    distribution: str | None
+    version: str | None
+
+
+class Registry:
+    """Everything the loaded plugins contributed: backends, layout converters, and the plugins' status."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self.backends: dict[str, BackendEntry] = {}
+        self.layouts = LayoutGraph()
+        self.plugins: dict[str, PluginRecord] = {}
+
+    def backend(self, name: str) -> BackendEntry:
+        """The entry for ``name``; unknown names get an error listing the known ones and broken plugins."""
+        if name in self.backends:
+            return self.backends[name]
+        message = f"unknown backend {name!r}; registered: {', '.join(sorted(self.backends)) or 'none'}"
+        broken = [p.name for p in self.plugins.values() if p.status == "broken"]
+        disabled = [p.name for p in self.plugins.values() if p.status == "disabled"]
+        if name in disabled:
+            message = f"backend {name!r} is disabled (QUATRAIN_DISABLE_PLUGINS)"
+        elif broken:
+            message += f" (broken plugins: {', '.join(broken)}; see 'quatrain doctor')"
+        raise UnknownBackendError(message)
+
+    def convert_layout(self, state: Any, source: str, target: str) -> Any:
+        return self.layouts.convert(state, source, target)
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    """A fresh plugin manager with quatrain's hook specs and no plugins."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    if os.environ.get("QUATRAIN_TRACE_PLUGINS"):
+
+        def before(hook_name: str, impls: Any, kwargs: Any) -> None:
+            print(f"quatrain: calling {hook_name} on {[i.plugin_name for i in impls]}", file=sys.stderr)
+
+        def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
+            print(f"quatrain: {hook_name} done", file=sys.stderr)
+
+        pm.add_hookcall_monitoring(before, after)
+    return pm
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    """quatrain's entry points, the project's own first so built-ins keep their names on a clash."""
+    found: dict[str, metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        found.setdefault(ep.name, ep)
+    own = [ep for ep in found.values() if ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION]
+    return own + sorted((ep for ep in found.values() if ep not in own), key=lambda ep: ep.name)
+
+
+def _constant(obj: object) -> Callable[[], object]:
+    return lambda: obj
+
+
+def _one_line(error: BaseException) -> str:
+    return traceback.format_exception_only(type(error), error)[-1].strip()
+
+
+def load_registry(
+    *,
+    entry_points: bool = True,
+    plugins: Iterable[tuple[str, ModuleType | object]] = (),
+    disabled: Iterable[str] | None = None,
+    strict: bool | None = None,
+) -> Registry:
+    """Discover plugins and collect what they register.
+
+    Args:
+        entry_points: load plugins from the ``quatrain`` entry-point group.
+        plugins: (name, module-or-object) pairs to register directly (tests, embedding applications).
+        disabled: plugin names not to load; default from ``QUATRAIN_DISABLE_PLUGINS`` (comma-separated).
+        strict: raise on the first broken plugin; default from ``QUATRAIN_STRICT_PLUGINS``.
+
+    A plugin that fails to import, to validate or to register is recorded as broken with its error;
+    every other plugin still loads.
+    """
+    blocked = set(disabled) if disabled is not None else (_env_names("QUATRAIN_DISABLE_PLUGINS") or set())
+    allowed = _env_names("QUATRAIN_LOAD_PLUGINS")  # an allow-list; empty means none
+    if strict is None:
+        strict = os.environ.get("QUATRAIN_STRICT_PLUGINS", "") not in ("", "0")
+    pm = make_plugin_manager()
+    registry = Registry(pm)
+
+    def broken(name: str, module: str, dist: Any, error: BaseException | str) -> None:
+        message = error if isinstance(error, str) else _one_line(error)
+        registry.plugins[name] = PluginRecord(
+            name=name,
+            module=module,
+            distribution=dist.name if dist else None,
+            version=dist.version if dist else None,
+            status="broken",
+            error=message,
+        )
+        if strict:
+            raise PluginError(f"plugin {name!r} ({module}) is broken: {message}")
+
+    candidates: list[tuple[str, str, Any, Callable[[], object]]] = []
+    if entry_points:
+        for ep in _entry_points():
+            candidates.append((ep.name, ep.value, ep.dist, ep.load))
+    for name, obj in plugins:
+        candidates.append((name, getattr(obj, "__name__", repr(obj)), None, _constant(obj)))
+
+    for name, module, dist, load in candidates:
+        if name in blocked or (allowed is not None and name not in allowed):
+            pm.set_blocked(name)
+            registry.plugins[name] = PluginRecord(
+                name=name,
+                module=module,
+                distribution=dist.name if dist else None,
+                version=dist.version if dist else None,
+                status="disabled",
+            )
+            continue
+        try:
+            pm.register(load(), name=name)
+        except Exception as e:  # an import or validation error in someone else's code
+            broken(name, module, dist, e)
+            continue
+        _collect(registry, name, module, dist, broken)
+    return registry
+
+
+def _collect(registry: Registry, name: str, module: str, dist: Any, broken: Callable[..., None]) -> None:
+    """Call one plugin's hooks and record what it registered; on any error, undo and mark it broken."""
+    plugin = registry.pm.get_plugin(name)
+    hooks = tuple(sorted(caller.name for caller in registry.pm.get_hookcallers(plugin) or []))
+    backends: list[BackendEntry] = []
+    converters: list[Converter] = []
+
+    def register_backend(cls: type) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, AttentionBackend)):
+            raise PluginError(f"registered {cls!r}, which is not an AttentionBackend subclass")
+        for attr in ("name", "capabilities"):
+            if not hasattr(cls, attr):
+                raise PluginError(f"backend class {cls.__qualname__} does not set {attr!r}")
+        clash = registry.backends.get(cls.name) or next((b for b in backends if b.name == cls.name), None)
+        if clash is not None:
+            raise PluginError(f"backend name {cls.name!r} is registered by both {clash.plugin!r} and {name!r}")
+        backends.append(
+            BackendEntry(
+                name=cls.name,
+                cls=cls,
+                plugin=name,
+                distribution=dist.name if dist else None,
+                version=dist.version if dist else None,
+            )
+        )
+
+    def register_converter(source: str, target: str, forward: Any, inverse: Any) -> None:
+        converters.append(Converter(source, target, forward, inverse, plugin=name))
+
+    try:
+        for impl in registry.pm.hook.register_attention_backends.get_hookimpls():
+            if impl.plugin_name == name:
+                impl.function(register=register_backend)
+        for impl in registry.pm.hook.register_layout_converters.get_hookimpls():
+            if impl.plugin_name == name:
+                impl.function(register=register_converter)
+        registry.layouts.check(converters)
+    except Exception as e:  # someone else's code: record it, keep the rest working
+        registry.pm.unregister(name=name)
+        broken(name, module, dist, e)
+        return
+    for converter in converters:
+        registry.layouts.add(converter)
+    for entry in backends:
+        registry.backends[entry.name] = entry
+        registry.layouts.add_layout(entry.cls.capabilities.layout)
+    registry.plugins[name] = PluginRecord(
+        name=name,
+        module=module,
+        distribution=dist.name if dist else None,
+        version=dist.version if dist else None,
+        status="ok",
+        hooks=hooks,
+        backends=tuple(b.name for b in backends),
+    )
+
+
+_default: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded from entry points on first use."""
+    global _default
+    if _default is None:
+        _default = load_registry()
+    return _default
+
+
+def set_registry(registry: Registry | None) -> None:
+    """Replace the process-wide registry (None: rediscover on next use). For tests and embedders."""
+    global _default
+    _default = registry
+
+
+def backend_for(name: str, config: ModelConfig) -> type[AttentionBackend]:
+    """The backend class registered as ``name`` (what ``Autoencoder(config, backend=name)`` calls)."""
+    return get_registry().backend(name).cls
+
+
+def convert_layout(state: Any, source: str, target: str) -> Any:
+    """Convert an attention state dict between layouts with the process-wide registry's converters."""
+    return get_registry().convert_layout(state, source, target)
