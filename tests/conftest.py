@@ -41,3 +41,9 @@ def random_batch(config: quatrain.ModelConfig, lengths: list[int], T: int | None
     x = torch.randn(len(lengths), T, config.embed_dim)
     mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
     return x, mask
+
+
+@pytest.fixture(name="make_batch")
+def _make_batch():
+    """``make_batch(config, lengths, T=None) -> (x, mask)``: random word vectors, left-aligned mask."""
+    return random_batch
