@@ -1,0 +1,157 @@
+"""The autoencoder's contract: right-shifted teacher forcing, pads that change nothing, parallel == sequential."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import quatrain
+from quatrain._model import sinusoids
+
+RNNS = ["lstm", "gru", "rnn"]
+
+
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+@pytest.mark.parametrize("attention", ["encoder", "none"])
+def test_output_t_never_sees_target_t(tiny, make_batch, attention):
+    """With teacher forcing 1.0, d out[t] / d x[t] is exactly zero and d out[t] / d x[t-1] is not."""
+    model = quatrain.Autoencoder(tiny.evolve(attention=attention, memory_positions=False))
+    x, mask = make_batch(tiny, [6, 6])
+    # Only the decoder's teacher-forced inputs may carry the gradient: the encoder also reads x.
+    z, memory = model.encoder(x, mask.sum(1))
+    targets = x.clone().requires_grad_(True)
+    out, _ = model.decoder(z.detach(), memory.detach(), mask, 6, targets=targets, teacher_forcing=1.0)
+    t = 3
+    (grad,) = torch.autograd.grad(out[:, t].sum(), targets)
+    assert torch.count_nonzero(grad[:, t:]) == 0
+    assert grad[:, t - 1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("rnn", RNNS)
+def test_pads_change_nothing(tiny, make_batch, rnn):
+    config = tiny.evolve(rnn=rnn)
+    model = quatrain.Autoencoder(config).eval()
+    x, mask = make_batch(config, [7, 4, 1])
+    noisy = torch.where(mask[..., None], x, torch.randn_like(x) * 100)
+    for tf in (0.0, 1.0):
+        a, b = model(x, mask, teacher_forcing=tf), model(noisy, mask, teacher_forcing=tf)
+        torch.testing.assert_close(a.bottleneck, b.bottleneck, rtol=0, atol=1e-6)
+        torch.testing.assert_close(a.reconstruction[mask], b.reconstruction[mask], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rnn", RNNS)
+@pytest.mark.parametrize("attention", ["encoder", "none"])
+def test_parallel_path_equals_step_by_step(tiny, make_batch, monkeypatch, rnn, attention):
+    """Teacher forcing 1.0: one RNN call + all queries at once == the step loop, outputs and gradients."""
+    config = tiny.evolve(rnn=rnn, attention=attention)
+    model = quatrain.Autoencoder(config)
+    x, mask = make_batch(config, [9, 5, 2])
+
+    def run():
+        model.zero_grad()
+        out = model(x, mask, teacher_forcing=1.0)
+        quatrain.reconstruction_loss(out.reconstruction, x, mask).backward()
+        return out.reconstruction.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    par_out, par_grads = run()
+    # A backend without a parallel path takes the step loop at teacher forcing 1.0: pretend to be one.
+    monkeypatch.setattr(type(model.decoder), "can_run_parallel", property(lambda self: False))
+    seq_out, seq_grads = run()
+    assert rel_error(par_out, seq_out) <= 1e-5
+    for name in seq_grads:
+        assert rel_error(par_grads[name], seq_grads[name]) <= 1e-5, (name, rel_error(par_grads[name], seq_grads[name]))
+
+
+def test_parallel_path_is_taken_at_teacher_forcing_one(tiny, make_batch, monkeypatch):
+    model = quatrain.Autoencoder(tiny)
+    x, mask = make_batch(tiny, [5, 3])
+    calls = []
+    monkeypatch.setattr(model.decoder, "step", lambda *args, **kwargs: calls.append(args))
+    model(x, mask, teacher_forcing=1.0)
+    assert calls == []
+
+
+def test_teacher_forcing_zero_ignores_the_targets(tiny, make_batch):
+    """Autoregressive decoding reads only z and the memory: changing the decoder's targets changes nothing."""
+    model = quatrain.Autoencoder(tiny).eval()
+    x, mask = make_batch(tiny, [6, 4])
+    z, memory = model.encoder(x, mask.sum(1))
+    a, _ = model.decoder(z, memory, mask, 6, targets=x, teacher_forcing=0.0)
+    b, _ = model.decoder(z, memory, mask, 6, targets=torch.randn_like(x), teacher_forcing=0.0)
+    assert torch.equal(a, b)
+
+
+def test_attention_weights_only_when_asked(tiny, make_batch):
+    model = quatrain.Autoencoder(tiny).eval()
+    x, mask = make_batch(tiny, [6, 4])
+    assert model(x, mask).attention is None
+    for tf in (0.0, 1.0):
+        weights = model(x, mask, teacher_forcing=tf, need_weights=True).attention
+        assert weights is not None and weights.shape == (2, tiny.num_heads, 6, 6)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(2, tiny.num_heads, 6))
+        assert torch.all(weights[1, :, :, 4:] == 0)  # never on pads
+
+
+def test_no_length_cap(tiny, make_batch):
+    """Positions are computed for any length (the original's table stopped at 50)."""
+    model = quatrain.Autoencoder(tiny).eval()
+    x, mask = make_batch(tiny, [80])
+    assert model(x, mask).reconstruction.shape == (1, 80, tiny.embed_dim)
+    table = sinusoids(80, 6)
+    assert table.shape == (80, 6) and torch.allclose(table[0], torch.tensor([0.0, 1, 0, 1, 0, 1]))
+
+
+def test_memory_positions_option_changes_the_memory(tiny, make_batch):
+    x, mask = make_batch(tiny, [5])
+    torch.manual_seed(3)
+    with_pos = quatrain.Autoencoder(tiny)
+    torch.manual_seed(3)
+    without = quatrain.Autoencoder(tiny.evolve(memory_positions=False))
+    _, m1 = with_pos.encoder(x, mask.sum(1))
+    _, m2 = without.encoder(x, mask.sum(1))
+    torch.testing.assert_close(m1 - m2, sinusoids(5, tiny.hidden_size)[None].expand_as(m1))
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "mask", "match"),
+    [
+        ((2, 4, 16), torch.tensor([[True, False, True, False], [True] * 4]), "left-aligned"),
+        ((2, 4, 16), torch.ones(2, 4, dtype=torch.long), "bool"),
+        ((2, 4, 15), torch.ones(2, 4, dtype=torch.bool), "expected x"),
+    ],
+    ids=["holes", "long-mask", "wrong-embed"],
+)
+def test_bad_inputs_are_refused(tiny, x_shape, mask, match):
+    with pytest.raises(ValueError, match=match):
+        quatrain.Autoencoder(tiny)(torch.randn(x_shape), mask)
+
+
+def test_empty_row_is_finite(tiny, make_batch):
+    model = quatrain.Autoencoder(tiny)
+    x, mask = make_batch(tiny, [4, 0], T=4)
+    out = model(x, mask, teacher_forcing=1.0)
+    assert torch.isfinite(out.reconstruction).all()
+
+
+def test_none_attention_refuses_a_backend(tiny):
+    with pytest.raises(quatrain.ConfigError, match="no backend"):
+        quatrain.Autoencoder(tiny.evolve(attention="none"), backend="naive")
+    assert quatrain.Autoencoder(tiny.evolve(attention="none")).backend == "none"
+
+
+def test_unknown_backend_lists_the_known_ones(tiny):
+    with pytest.raises(quatrain.UnknownBackendError, match="unknown backend 'nope'; registered: .*naive"):
+        quatrain.Autoencoder(tiny, backend="nope")
+
+
+def test_seed_preset_has_the_originals_encoder_shape():
+    """The seed preset's encoder: LSTM 2x512 over 300-d input, 128-d code (reference/seed-system.md 1.1)."""
+    config = quatrain.ModelConfig.preset("seed")
+    model = quatrain.Autoencoder(config)
+    lstm = 4 * 512 * (300 + 512 + 2) + 4 * 512 * (512 + 512 + 2)
+    assert sum(p.numel() for p in model.encoder.rnn.parameters()) == lstm
+    assert model.encoder.to_bottleneck.out_features == 128
+    assert model.decoder.attention is not None and model.decoder.attention.num_heads == 4
