@@ -40,3 +40,23 @@ def register_layout_converters(register: Callable[..., None]) -> None:
     Returns:
         None; results are passed through ``register``.
     """
+
+
+@hookspec
+def register_models(register: Callable[..., None]) -> None:
+    """Called once when the registry loads plugins, to collect model cards for the zoo.
+
+    Args:
+        register: call it once per card as ``register(name, *, description, config, recipe,
+            weights=None)``: ``name`` is the zoo name (lower-case letters, digits, '-', '_', '.');
+            ``config`` a preset name (``"small"``) or a mapping of ``quatrain.ModelConfig`` fields,
+            optionally with ``"preset"`` plus overrides; ``recipe`` a JSON-serialisable mapping of
+            the training settings that produce the model (``quatrain zoo train NAME`` passes it to
+            the training API); ``weights`` optional shipped weights, the folder (a path, or
+            ``"package:folder/inside"`` resolved with ``importlib.resources``) holding
+            ``model.safetensors`` and ``card.json`` as the zoo store writes them. Registering a
+            name another plugin already registered is an error that names both plugins.
+
+    Returns:
+        None; results are passed through ``register``.
+    """

@@ -1,5 +1,9 @@
 """The registry: plugin discovery, hardware probe, layout conversion (and, later, selection and the zoo)."""
 
+from ._cards import ModelCard as ModelCard
+from ._cards import UnknownModelError as UnknownModelError
+from ._cards import get_card as get_card
+from ._cards import get_cards as get_cards
 from ._discovery import BackendEntry as BackendEntry
 from ._discovery import PluginRecord as PluginRecord
 from ._discovery import Registry as Registry
@@ -12,18 +16,34 @@ from ._discovery import set_registry as set_registry
 from ._hardware import detect_hardware as detect_hardware
 from ._layouts import Converter as Converter
 from ._layouts import LayoutGraph as LayoutGraph
+from ._store import ModelIntegrityError as ModelIntegrityError
+from ._store import Store as Store
+from ._store import StoredCard as StoredCard
+from ._store import ZooEntry as ZooEntry
+from ._store import quatrain_home as quatrain_home
+from ._store import resolve_checkpoint as resolve_checkpoint
 
 __all__ = [
     "BackendEntry",
     "Converter",
     "LayoutGraph",
+    "ModelCard",
+    "ModelIntegrityError",
     "PluginRecord",
     "Registry",
+    "Store",
+    "StoredCard",
+    "UnknownModelError",
+    "ZooEntry",
     "backend_for",
     "convert_layout",
     "detect_hardware",
+    "get_card",
+    "get_cards",
     "get_registry",
     "load_registry",
     "make_plugin_manager",
+    "quatrain_home",
+    "resolve_checkpoint",
     "set_registry",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from types import ModuleType
@@ -15,6 +14,7 @@ import pluggy
 
 from quatrain import AttentionBackend, ModelConfig, PluginError, UnknownBackendError, hookspecs
 
+from ._cards import ModelCard, make_card
 from ._layouts import Converter, LayoutGraph
 
 GROUP = hookspecs.PROJECT
@@ -42,6 +42,8 @@ class PluginRecord:
     error: str | None = None
     hooks: tuple[str, ...] = ()
     backends: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    """Zoo model cards it registered."""
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -59,11 +61,12 @@ class BackendEntry:
 
 
 class Registry:
-    """Everything the loaded plugins contributed: backends, layout converters, and the plugins' status."""
+    """Everything the loaded plugins contributed: backends, layout converters, model cards, plugins' status."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
         self.backends: dict[str, BackendEntry] = {}
+        self.models: dict[str, ModelCard] = {}
         self.layouts = LayoutGraph()
         self.plugins: dict[str, PluginRecord] = {}
 
@@ -113,8 +116,13 @@ def _constant(obj: object) -> Callable[[], object]:
     return lambda: obj
 
 
+def _hook_names() -> str:
+    return ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+
+
 def _one_line(error: BaseException) -> str:
-    return traceback.format_exception_only(type(error), error)[-1].strip()
+    text = "; ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def load_registry(
@@ -174,8 +182,14 @@ def load_registry(
             )
             continue
         try:
-            pm.register(load(), name=name)
+            plugin = load()
+            pm.register(plugin, name=name)
+            unknown = sorted(c.name for c in pm.get_hookcallers(plugin) or [] if not c.has_spec())
+            if unknown:
+                raise PluginError(f"implements unknown hook(s) {', '.join(unknown)}; quatrain's hooks: {_hook_names()}")
         except Exception as e:  # an import or validation error in someone else's code
+            if pm.has_plugin(name):  # pluggy keeps a plugin whose hook failed validation; drop it
+                pm.unregister(name=name)
             broken(name, module, dist, e)
             continue
         _collect(registry, name, module, dist, broken)
@@ -188,6 +202,7 @@ def _collect(registry: Registry, name: str, module: str, dist: Any, broken: Call
     hooks = tuple(sorted(caller.name for caller in registry.pm.get_hookcallers(plugin) or []))
     backends: list[BackendEntry] = []
     converters: list[Converter] = []
+    cards: list[ModelCard] = []
 
     def register_backend(cls: type) -> None:
         if not (isinstance(cls, type) and issubclass(cls, AttentionBackend)):
@@ -211,6 +226,13 @@ def _collect(registry: Registry, name: str, module: str, dist: Any, broken: Call
     def register_converter(source: str, target: str, forward: Any, inverse: Any) -> None:
         converters.append(Converter(source, target, forward, inverse, plugin=name))
 
+    def register_model(card_name: str, **fields: Any) -> None:
+        card = make_card(card_name, plugin=name, distribution=dist.name if dist else None, **fields)
+        clash = registry.models.get(card.name) or next((c for c in cards if c.name == card.name), None)
+        if clash is not None:
+            raise PluginError(f"model card {card.name!r} is registered by both {clash.plugin!r} and {name!r}")
+        cards.append(card)
+
     try:
         for impl in registry.pm.hook.register_attention_backends.get_hookimpls():
             if impl.plugin_name == name:
@@ -218,6 +240,9 @@ def _collect(registry: Registry, name: str, module: str, dist: Any, broken: Call
         for impl in registry.pm.hook.register_layout_converters.get_hookimpls():
             if impl.plugin_name == name:
                 impl.function(register=register_converter)
+        for impl in registry.pm.hook.register_models.get_hookimpls():
+            if impl.plugin_name == name:
+                impl.function(register=register_model)
         registry.layouts.check(converters)
     except Exception as e:  # someone else's code: record it, keep the rest working
         registry.pm.unregister(name=name)
@@ -228,6 +253,8 @@ def _collect(registry: Registry, name: str, module: str, dist: Any, broken: Call
     for entry in backends:
         registry.backends[entry.name] = entry
         registry.layouts.add_layout(entry.cls.capabilities.layout)
+    for card in cards:
+        registry.models[card.name] = card
     registry.plugins[name] = PluginRecord(
         name=name,
         module=module,
@@ -236,6 +263,7 @@ def _collect(registry: Registry, name: str, module: str, dist: Any, broken: Call
         status="ok",
         hooks=hooks,
         backends=tuple(b.name for b in backends),
+        models=tuple(c.name for c in cards),
     )
 
 
