@@ -1,27 +1,61 @@
-"""quatrain: a poetry autoencoder whose encoder-decoder attention runs on interchangeable backends."""
+"""quatrain: a poetry autoencoder whose encoder-decoder attention runs on interchangeable backends.
 
-from ._checkpoint import CheckpointInfo as CheckpointInfo
-from ._checkpoint import load as load
-from ._checkpoint import read_info as read_info
-from ._checkpoint import save as save
-from ._config import ModelConfig as ModelConfig
-from ._contract import AttentionBackend as AttentionBackend
-from ._contract import Capabilities as Capabilities
-from ._contract import Hardware as Hardware
-from ._contract import Reason as Reason
-from ._contract import key_padding_guard as key_padding_guard
-from ._errors import BackendUnavailableError as BackendUnavailableError
-from ._errors import CheckpointError as CheckpointError
-from ._errors import CheckpointLayoutError as CheckpointLayoutError
-from ._errors import ConfigError as ConfigError
-from ._errors import PluginError as PluginError
-from ._errors import QuatrainError as QuatrainError
-from ._errors import UnknownBackendError as UnknownBackendError
-from ._loss import reconstruction_loss as reconstruction_loss
-from ._loss import token_cosine as token_cosine
-from ._model import Autoencoder as Autoencoder
-from ._model import AutoencoderOutput as AutoencoderOutput
-from .hookspecs import hookimpl as hookimpl
+Names load on first use, so that ``quatrain --help`` and plugin metadata do not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._checkpoint import CheckpointInfo as CheckpointInfo
+    from ._checkpoint import load as load
+    from ._checkpoint import read_info as read_info
+    from ._checkpoint import save as save
+    from ._config import ModelConfig as ModelConfig
+    from ._contract import AttentionBackend as AttentionBackend
+    from ._contract import Capabilities as Capabilities
+    from ._contract import Hardware as Hardware
+    from ._contract import Reason as Reason
+    from ._contract import key_padding_guard as key_padding_guard
+    from ._errors import BackendUnavailableError as BackendUnavailableError
+    from ._errors import CheckpointError as CheckpointError
+    from ._errors import CheckpointLayoutError as CheckpointLayoutError
+    from ._errors import ConfigError as ConfigError
+    from ._errors import PluginError as PluginError
+    from ._errors import QuatrainError as QuatrainError
+    from ._errors import UnknownBackendError as UnknownBackendError
+    from ._loss import reconstruction_loss as reconstruction_loss
+    from ._loss import token_cosine as token_cosine
+    from ._model import Autoencoder as Autoencoder
+    from ._model import AutoencoderOutput as AutoencoderOutput
+    from .hookspecs import hookimpl as hookimpl
+
+_EXPORTS = {
+    "CheckpointInfo": "._checkpoint",
+    "load": "._checkpoint",
+    "read_info": "._checkpoint",
+    "save": "._checkpoint",
+    "ModelConfig": "._config",
+    "AttentionBackend": "._contract",
+    "Capabilities": "._contract",
+    "Hardware": "._contract",
+    "Reason": "._contract",
+    "key_padding_guard": "._contract",
+    "BackendUnavailableError": "._errors",
+    "CheckpointError": "._errors",
+    "CheckpointLayoutError": "._errors",
+    "ConfigError": "._errors",
+    "PluginError": "._errors",
+    "QuatrainError": "._errors",
+    "UnknownBackendError": "._errors",
+    "reconstruction_loss": "._loss",
+    "token_cosine": "._loss",
+    "Autoencoder": "._model",
+    "AutoencoderOutput": "._model",
+    "hookimpl": ".hookspecs",
+}
 
 __all__ = [
     "AttentionBackend",
@@ -47,3 +81,12 @@ __all__ = [
     "save",
     "token_cosine",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quatrain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

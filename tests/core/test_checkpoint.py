@@ -30,8 +30,9 @@ def test_round_trip_is_bit_identical(tmp_path, tiny, make_batch, attention):
     assert loaded.config == config and loaded.backend == model.backend
     x, mask = make_batch(config, [6, 3])
     for tf in (0.0, 1.0):
-        assert torch.equal(model(x, mask, teacher_forcing=tf).reconstruction,
-                           loaded(x, mask, teacher_forcing=tf).reconstruction)
+        assert torch.equal(
+            model(x, mask, teacher_forcing=tf).reconstruction, loaded(x, mask, teacher_forcing=tf).reconstruction
+        )
 
 
 def test_metadata(saved):
@@ -67,8 +68,9 @@ def _rewrite(path, tensors=None, metadata=None):
     loaded = safetensors.torch.load_file(str(path))
     with safetensors.safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    safetensors.torch.save_file(tensors(loaded) if tensors else loaded, str(path),
-                                metadata=metadata(meta) if metadata else meta)
+    safetensors.torch.save_file(
+        tensors(loaded) if tensors else loaded, str(path), metadata=metadata(meta) if metadata else meta
+    )
 
 
 def _pickled(path):
@@ -94,21 +96,28 @@ CASES = {
     "truncated": (_truncated, "not a readable safetensors file"),
     "huge-header": (_huge_header, "not a readable safetensors file"),
     "no-metadata": (lambda p: _rewrite(p, metadata=lambda m: None), "no quatrain metadata"),
-    "no-config": (lambda p: _rewrite(p, metadata=lambda m: {k: v for k, v in m.items() if k != "config"}),
-                  "metadata lacks 'config'"),
+    "no-config": (
+        lambda p: _rewrite(p, metadata=lambda m: {k: v for k, v in m.items() if k != "config"}),
+        "metadata lacks 'config'",
+    ),
     "config-not-json": (lambda p: _rewrite(p, metadata=lambda m: {**m, "config": "{oops"}), "'config' is not JSON"),
     "config-bad-value": (
         lambda p: _rewrite(p, metadata=lambda m: {**m, "config": json.dumps({**json.loads(m["config"]), "rnn": "x"})}),
         "bad config in metadata: rnn must be one of",
     ),
-    "unknown-layout": (lambda p: _rewrite(p, metadata=lambda m: {**m, "layout": "mystery"}), "unknown layout 'mystery'"),
+    "unknown-layout": (
+        lambda p: _rewrite(p, metadata=lambda m: {**m, "layout": "mystery"}),
+        "unknown layout 'mystery'",
+    ),
     "unknown-backend": (lambda p: _rewrite(p, metadata=lambda m: {**m, "backend": "gone"}), "unknown backend 'gone'"),
     "missing-key": (
         lambda p: _rewrite(p, tensors=lambda t: {k: v for k, v in t.items() if k != "decoder.out.bias"}),
         "missing tensor.*decoder.out.bias",
     ),
-    "extra-key": (lambda p: _rewrite(p, tensors=lambda t: {**t, "decoder.spare": torch.zeros(2)}),
-                  "unexpected tensor.*decoder.spare"),
+    "extra-key": (
+        lambda p: _rewrite(p, tensors=lambda t: {**t, "decoder.spare": torch.zeros(2)}),
+        "unexpected tensor.*decoder.spare",
+    ),
     "wrong-shape": (
         lambda p: _rewrite(p, tensors=lambda t: {**t, "decoder.out.bias": torch.zeros(3)}),
         r"tensor 'decoder.out.bias' has shape \(3,\), the model expects \(16,\)",
