@@ -7,16 +7,27 @@ import click
 from ._backends import backends, doctor
 from ._common import QuatrainGroup
 from ._inspect import inspect
+from ._plugins import disable_plugins, plugins
+from ._zoo import zoo
 
 
 @click.group(cls=QuatrainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="quatrain", prog_name="quatrain")
 @click.option("--debug", is_flag=True, envvar="QUATRAIN_DEBUG", help="Show full tracebacks on errors.")
-def cli(debug: bool) -> None:
+@click.option(
+    "--disable-plugin",
+    "disabled_plugins",
+    multiple=True,
+    metavar="NAME",
+    help="Do not load this plugin (repeatable; adds to QUATRAIN_DISABLE_PLUGINS).",
+)
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, disabled_plugins: tuple[str, ...]) -> None:
     """quatrain: a poetry autoencoder with measured, interchangeable attention backends."""
+    disable_plugins(ctx, disabled_plugins)
 
 
-for command in (backends, doctor, inspect):
+for command in (backends, doctor, inspect, plugins, zoo):
     cli.add_command(command)
 
 

@@ -1,0 +1,152 @@
+"""``quatrain zoo list|show|rm|path``: the named models, their cards and the local store."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ._common import emit_json, json_option, table
+
+
+def _metric(metrics: dict[str, Any], key: str) -> str:
+    value = metrics.get(key)
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def zoo_rows() -> list[dict[str, Any]]:
+    """Every card and every stored model, with its status: store, shipped, or not trained."""
+    from quatrain.registry import Store
+
+    store = Store()
+    entries = {e.card.name: e for e in store.entries()}
+    rows = []
+    for name in sorted(set(entries) | set(store.cards)):
+        card = store.cards.get(name)
+        entry = entries.get(name)
+        rows.append(
+            {
+                "name": name,
+                "status": entry.origin if entry else "not trained",
+                "description": entry.card.description if entry else (card.description if card else ""),
+                "plugin": card.plugin if card else None,
+                "num_parameters": entry.card.num_parameters if entry else None,
+                "backend": entry.card.backend if entry else None,
+                "metrics": entry.card.metrics if entry else {},
+                "folder": str(entry.folder) if entry else None,
+            }
+        )
+    return rows
+
+
+@click.group()
+def zoo() -> None:
+    """Named models: cards registered by plugins, weights in the local store or shipped with a plugin."""
+
+
+@zoo.command(name="list")
+@json_option
+def list_(as_json: bool) -> None:
+    """List every model card and stored model, with its status and held-out metrics."""
+    rows = zoo_rows()
+    if as_json:
+        emit_json(rows)
+        return
+    body = [
+        [
+            r["name"],
+            r["status"],
+            f"{r['num_parameters']:,}" if r["num_parameters"] else "-",
+            _metric(r["metrics"], "token_cosine"),
+            _metric(r["metrics"], "top1"),
+            r["description"],
+        ]
+        for r in rows
+    ]
+    click.echo(table(body, ["NAME", "STATUS", "PARAMS", "COSINE", "TOP-1", "DESCRIPTION"]))
+
+
+@zoo.command()
+@click.argument("name")
+@json_option
+def show(name: str, as_json: bool) -> None:
+    """Show a model's card: config, recipe, metrics, data, checksum, versions, where it lives."""
+    from quatrain.registry import Store, UnknownModelError
+
+    store = Store()
+    card = store.cards.get(name)
+    try:
+        entry = store.entry(name)
+    except UnknownModelError:
+        if card is None:
+            raise
+        entry = None
+    report: dict[str, Any] = {"name": name}
+    if card is not None:
+        report["card"] = card.to_dict()
+    if entry is not None:
+        report["stored"] = entry.to_dict()
+    if as_json:
+        emit_json(report)
+        return
+    if entry is None:
+        assert card is not None
+        click.echo(f"{name}: {card.description}")
+        click.echo(f"status      not trained (train it with 'quatrain zoo train {name}')")
+        click.echo(f"from        plugin {card.plugin} ({card.distribution or 'registered directly'})")
+        click.echo(f"recipe      {json.dumps(card.recipe, sort_keys=True)}")
+        click.echo("config:")
+        for key, value in card.config.to_dict().items():
+            click.echo(f"  {key:<17} {value}")
+        return
+    stored = entry.card
+    click.echo(f"{name}: {stored.description}")
+    click.echo(
+        f"status      {entry.origin}" + (f" (plugin {card.plugin})" if card and entry.origin == "shipped" else "")
+    )
+    click.echo(f"folder      {entry.folder}")
+    click.echo(f"backend     {stored.backend} (layout {stored.layout})")
+    click.echo(f"parameters  {stored.num_parameters:,}")
+    click.echo(f"sha256      {stored.sha256}")
+    click.echo(f"created     {stored.created}")
+    click.echo(f"versions    {', '.join(f'{k} {v}' for k, v in stored.versions.items())}")
+    for title, section in (("metrics", stored.metrics), ("recipe", stored.recipe), ("data", stored.data)):
+        click.echo(f"{title}:")
+        for key, value in section.items():
+            click.echo(f"  {key:<17} {json.dumps(value, sort_keys=True)}")
+    click.echo("config:")
+    for key, value in stored.config.to_dict().items():
+        click.echo(f"  {key:<17} {value}")
+
+
+@zoo.command()
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def rm(name: str, yes: bool) -> None:
+    """Delete a model from the local store (shipped models belong to their plugin)."""
+    from quatrain.registry import Store
+
+    store = Store()
+    entry = store.entry(name)  # unknown names fail here, before any question
+    if entry.origin == "store" and not yes:
+        click.confirm(f"delete {entry.folder}?", abort=True)
+    folder = store.remove(name)
+    click.echo(f"removed {name} ({folder})")
+
+
+@zoo.command()
+@click.argument("name", required=False)
+@click.option("--weights", is_flag=True, help="Print the weights file (checked against its sha256), not the folder.")
+def path(name: str | None, weights: bool) -> None:
+    """Print a model's folder (or, without NAME, the store's folder)."""
+    from quatrain.registry import Store
+
+    store = Store()
+    if name is None:
+        if weights:
+            raise click.UsageError("--weights needs a NAME")
+        click.echo(str(store.root))
+        return
+    entry = store.entry(name)
+    click.echo(str(entry.verify() if weights else entry.folder))
