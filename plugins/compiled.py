@@ -1,0 +1,90 @@
+"""``compiled``: the cached decoder, with the whole decoder step under ``torch.compile``.
+
+``wrap_step`` compiles ``Decoder.step`` (RNN cell, dropout, position, attention, integration MLP and
+output projection) as one graph, ``fullgraph=True`` so a graph break is an error rather than a silent
+eager fallback. ``nn.LSTM``/``nn.GRU``/``nn.RNN`` are only traced with ``torch._dynamo.config.allow_rnn``
+(otherwise dynamo leaves them to eager), so every call runs under that setting. On CUDA the mode is
+``reduce-overhead`` (CUDA graphs); on CPU the default mode (inductor C++ kernels). The parallel path
+(teacher forcing 1.0) is the cached decoder's, uncompiled: it is one RNN call and one attention call.
+tests/plugins/test_compiled.py counts the graphs and breaks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from quatrain import Capabilities, Hardware, Reason, hookimpl
+from quatrain._contract import StepFn
+
+from ._attention import SDPA_KERNEL_NOTES
+from .cached_decoder import CachedDecoderAttention
+
+# Measured on this project's 2-core CPU machine, torch 2.13 (see the note in README's Backends table):
+# cold compile of one decoder step, forward and backward, seed preset.
+COLD_COMPILE_SECONDS = 30.0
+
+
+class CompiledAttention(CachedDecoderAttention):
+    name = "compiled"
+    capabilities = Capabilities(
+        layout="q-kv-o",
+        devices=("cpu", "cuda"),
+        deterministic=False,
+        tolerance=1e-5,
+        warmup=(
+            "torch.compile of the whole decoder step: cold 20-35 s on a 2-core CPU (forward and backward); "
+            "again for each new dtype, device, train/eval and need_weights combination; "
+            "new models of the same shape reuse the compiled graph"
+        ),
+        warmup_seconds=COLD_COMPILE_SECONDS,
+        notes=(
+            "the decoder step (RNN cell + attention + integration + output) is one compiled graph; "
+            "CUDA uses CUDA graphs (mode='reduce-overhead')",
+            "the parallel path (teacher forcing 1.0) is not compiled",
+            *SDPA_KERNEL_NOTES[:2],
+        ),
+    )
+
+    def __init__(self, hidden_size: int, num_heads: int) -> None:
+        super().__init__(hidden_size, num_heads)
+        self._compiled: dict[tuple[int, str], StepFn] = {}
+
+    @classmethod
+    def unsupported_reasons(cls, hardware: Hardware, device: str, dtype: torch.dtype) -> list[Reason]:
+        reasons = super().unsupported_reasons(hardware, device, dtype)
+        if device == "cpu" and hardware.compiler is None:
+            reasons.append(
+                Reason("compiler", "torch.compile needs a C++ compiler for CPU kernels; none found", "install g++")
+            )
+        if device == "cuda" and not hardware.triton:
+            reasons.append(
+                Reason("package", "torch.compile needs Triton on CUDA; it does not import", "pip install triton")
+            )
+        return reasons
+
+    def wrap_step(self, step: StepFn) -> StepFn:
+        device = self.w_q.weight.device.type
+        # Keyed by the decoder the step belongs to: a deep copy of the model gets its own entry.
+        key = (id(getattr(step, "__self__", step)), device)
+        if key not in self._compiled:
+            mode = "reduce-overhead" if device == "cuda" else None
+            compiled = torch.compile(step, mode=mode, fullgraph=True)
+
+            def run(inp: Any, state: Any, attn_state: Any, position: Any, need_weights: bool = False) -> Any:
+                with torch._dynamo.config.patch(allow_rnn=True):
+                    return compiled(inp, state, attn_state, position, need_weights)
+
+            self._compiled[key] = run
+        return self._compiled[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[no-untyped-call]  # nn.Module's, untyped
+        state["_compiled"] = {}  # compiled functions are bound to this process's objects
+        return dict(state)
+
+
+@hookimpl
+def register_attention_backends(register: Any) -> None:
+    register(CompiledAttention)
