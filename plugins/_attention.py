@@ -21,9 +21,8 @@ log = logging.getLogger("quatrain.plugins")
 SDPA_KERNEL_NOTES = (
     "SDPA kernels (PyTorch picks one per call): CPU runs the fused flash kernel "
     "(_scaled_dot_product_flash_attention_for_cpu) for float32, bfloat16 and float16, with or without a mask "
-    "(seen with torch 2.13); CUDA flash needs float16/bfloat16 (sm80+) and no mask, so it only runs for batches "
-    "without padding, where the mask is dropped; padded batches get memory-efficient (float32/16/bf16) or cuDNN "
-    "(float16/bfloat16) or math.",
+    "(seen with torch 2.13); CUDA flash needs float16/bfloat16 (sm80+) and takes no mask, so with the key "
+    "padding mask CUDA runs memory-efficient (float32/16/bf16), cuDNN (float16/bfloat16) or math.",
     "need_weights=True computes the scores explicitly (SDPA cannot return weights), the same math as naive.",
     "the kernel PyTorch chose for the last prepared batch is in the module's 'kernel' attribute.",
 )
@@ -47,10 +46,10 @@ def merge_heads(x: Tensor) -> Tensor:
 class Mask(NamedTuple):
     """A key padding mask prepared once per sequence, as the attention calls want it."""
 
-    attn_mask: Tensor | None
-    """(B, 1, 1, S) bool, True = attend, fully masked rows opened up; None when no key is padded."""
-    has_key: Tensor | None
-    """(B, 1, 1, 1) in the compute dtype, 0.0 for rows without any key; None when every row has keys."""
+    attn_mask: Tensor
+    """(B, 1, 1, S) bool, True = attend, with fully masked rows opened up (so softmax stays finite)."""
+    has_key: Tensor
+    """(B, 1, 1, 1) in the compute dtype: 0.0 for rows without any key, whose context is zeroed."""
 
 
 class Keys(NamedTuple):
@@ -64,16 +63,12 @@ class Keys(NamedTuple):
 
 
 def prepare_mask(key_mask: Tensor, dtype: torch.dtype) -> Mask:
-    """Turn a (B, S) bool key mask into a ``Mask``; call once per sequence (it syncs with the device once).
+    """Turn a (B, S) bool key mask into a ``Mask``, once per sequence (see ``quatrain.key_padding_guard``).
 
-    The mask is dropped when nothing is padded, which lets CUDA run the flash kernel; rows without any
-    key attend everywhere and are zeroed afterwards (see ``quatrain.key_padding_guard``).
+    No data-dependent branch and no host sync, so a whole train step stays capturable in a CUDA graph.
     """
-    if bool(key_mask.all()):
-        return Mask(None, None)
     safe_mask, has_key = key_padding_guard(key_mask)
-    guard = None if bool(has_key.all()) else has_key.to(dtype)[:, :, None, None]
-    return Mask(safe_mask[:, None, None, :], guard)
+    return Mask(safe_mask[:, None, None, :], has_key.to(dtype)[:, :, None, None])
 
 
 def keys(k: Tensor, v: Tensor, mask: Mask, num_heads: int) -> Keys:
@@ -84,18 +79,15 @@ def keys(k: Tensor, v: Tensor, mask: Mask, num_heads: int) -> Keys:
 def softmax_attention(q: Tensor, keys: Keys) -> tuple[Tensor, Tensor]:
     """Hand-written masked softmax attention: contexts (B, heads, T, d) and weights (B, heads, T, S)."""
     scores = q @ keys.k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, T, S)
-    if keys.mask.attn_mask is not None:
-        scores = scores.masked_fill(~keys.mask.attn_mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    if keys.mask.has_key is not None:
-        weights = weights * keys.mask.has_key
+    scores = scores.masked_fill(~keys.mask.attn_mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1) * keys.mask.has_key
     return weights @ keys.v, weights
 
 
 def sdpa_attention(q: Tensor, keys: Keys) -> Tensor:
     """``F.scaled_dot_product_attention`` with the bool key mask: contexts (B, heads, T, d)."""
     context = F.scaled_dot_product_attention(q, keys.k, keys.v, attn_mask=keys.mask.attn_mask)
-    return context * keys.mask.has_key if keys.mask.has_key is not None else context
+    return context * keys.mask.has_key
 
 
 def attend(q: Tensor, keys: Keys, need_weights: bool) -> tuple[Tensor, Tensor | None]:
