@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
@@ -236,3 +237,34 @@ class Autoencoder(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def to_backend(self, backend: str | type[AttentionBackend]) -> Autoencoder:
+        """Switch this live model to another attention backend, converting its attention parameters.
+
+        The new attention module gets the old one's parameters converted to its layout through the
+        registry's converters (exact), on the same device and dtype, in the same training mode.
+        Optimizers holding the old parameters must be rebuilt. Returns ``self``.
+
+        Raises:
+            ConfigError: the model has no attention (``config.attention == 'none'``).
+            UnknownBackendError: no backend has that name.
+            CheckpointLayoutError: no conversion path between the two layouts.
+        """
+        old = self.decoder.attention
+        if old is None:
+            raise ConfigError(f"this model has no attention (config.attention is 'none'); cannot use {backend!r}")
+        cls = resolve_backend(backend, self.config)
+        reference = next(old.parameters(), None)
+        if reference is None:  # a backend without parameters: follow the rest of the decoder
+            reference = self.decoder.out.weight
+        new = cls(self.config.hidden_size, self.config.num_heads)
+        state = old.state_dict()
+        source, target = old.capabilities.layout, cls.capabilities.layout
+        if source != target:
+            registry = importlib.import_module("quatrain.registry")  # see _resolve: core defers lazily
+            state = registry.convert_layout(state, source, target)
+        new.to(device=reference.device, dtype=reference.dtype)
+        new.load_state_dict(state, strict=True)
+        new.train(old.training)
+        self.decoder.attention = new
+        return self
