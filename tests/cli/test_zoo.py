@@ -1,0 +1,93 @@
+"""``quatrain zoo``: listing, showing, removing and locating named models; errors are one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import quatrain
+from quatrain.cli import cli
+from quatrain.registry import Store
+
+
+@pytest.fixture(name="home")
+def _home(tmp_path, monkeypatch, registry):
+    monkeypatch.setenv("QUATRAIN_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture(name="stored")
+def _stored(home, tiny):
+    return Store().put(
+        "mine", quatrain.Autoencoder(tiny), description="a test model", metrics={"token_cosine": 0.5, "top1": 0.25}
+    )
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def test_list_shows_cards_and_stored_models(stored):
+    result = run("zoo", "list")
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert "store" in lines["mine"] and "0.500" in lines["mine"] and "0.250" in lines["mine"]
+    assert "not trained" in lines["seed"]
+    rows = {r["name"]: r for r in json.loads(run("zoo", "list", "--json").output)}
+    assert rows["mine"]["status"] == "store" and rows["mine"]["folder"] == str(stored.folder)
+    assert rows["tiny"]["plugin"] == "models"
+
+
+def test_show_a_stored_model(stored):
+    result = run("zoo", "show", "mine")
+    assert result.exit_code == 0, result.output
+    assert "a test model" in result.output and stored.card.sha256 in result.output
+    report = json.loads(run("zoo", "show", "mine", "--json").output)
+    assert report["stored"]["sha256"] == stored.card.sha256 and "card" not in report
+
+
+def test_show_a_card_without_weights(home):
+    result = run("zoo", "show", "seed")
+    assert result.exit_code == 0, result.output
+    assert "not trained" in result.output and "hidden_size       512" in result.output
+    assert json.loads(run("zoo", "show", "seed", "--json").output)["card"]["config"]["embed_dim"] == 300
+
+
+@pytest.mark.parametrize("args", [("show", "nope"), ("rm", "nope", "--yes"), ("path", "nope")], ids=lambda a: a[0])
+def test_unknown_names_are_one_line_errors(home, args):
+    result = run("zoo", *args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: no zoo model 'nope'; known: {', '.join(_known())}"]
+
+
+def _known():
+    return sorted(Store().cards)
+
+
+def test_rm_asks_first_unless_yes(stored):
+    assert run("zoo", "rm", "mine", input="n\n").exit_code == 1
+    assert stored.folder.exists()
+    result = run("zoo", "rm", "mine", input="y\n")
+    assert result.exit_code == 0 and "removed mine" in result.output
+    assert not stored.folder.exists()
+
+
+def test_rm_with_yes_and_a_card_only_model(stored):
+    assert run("zoo", "rm", "mine", "--yes").exit_code == 0
+    result = run("zoo", "rm", "seed", "--yes")
+    assert result.exit_code == 1 and "has a card but no weights" in result.output
+
+
+def test_path(stored, home):
+    assert run("zoo", "path").output.strip() == str(home / "models")
+    assert run("zoo", "path", "mine").output.strip() == str(stored.folder)
+    assert run("zoo", "path", "mine", "--weights").output.strip() == str(stored.weights)
+    assert run("zoo", "path", "--weights").exit_code == 2
+
+
+def test_path_weights_refuses_altered_weights(stored):
+    stored.weights.write_bytes(stored.weights.read_bytes() + b"x")
+    result = run("zoo", "path", "mine", "--weights")
+    assert result.exit_code == 1 and "sha256" in result.output and len(result.output.strip().splitlines()) == 1
