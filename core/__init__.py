@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from ._loss import token_cosine as token_cosine
     from ._model import Autoencoder as Autoencoder
     from ._model import AutoencoderOutput as AutoencoderOutput
+    from ._trainstep import GraphFallbackWarning as GraphFallbackWarning
+    from ._trainstep import InferenceStep as InferenceStep
+    from ._trainstep import TrainStep as TrainStep
     from .hookspecs import hookimpl as hookimpl
 
 _EXPORTS = {
@@ -54,6 +57,9 @@ _EXPORTS = {
     "token_cosine": "._loss",
     "Autoencoder": "._model",
     "AutoencoderOutput": "._model",
+    "GraphFallbackWarning": "._trainstep",
+    "InferenceStep": "._trainstep",
+    "TrainStep": "._trainstep",
     "hookimpl": ".hookspecs",
 }
 
@@ -67,11 +73,14 @@ __all__ = [
     "CheckpointInfo",
     "CheckpointLayoutError",
     "ConfigError",
+    "GraphFallbackWarning",
     "Hardware",
+    "InferenceStep",
     "ModelConfig",
     "PluginError",
     "QuatrainError",
     "Reason",
+    "TrainStep",
     "UnknownBackendError",
     "hookimpl",
     "key_padding_guard",
