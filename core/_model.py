@@ -254,9 +254,8 @@ class Autoencoder(nn.Module):
         if old is None:
             raise ConfigError(f"this model has no attention (config.attention is 'none'); cannot use {backend!r}")
         cls = resolve_backend(backend, self.config)
-        reference = next(old.parameters(), None)
-        if reference is None:  # a backend without parameters: follow the rest of the decoder
-            reference = self.decoder.out.weight
+        # where the new module goes: like the old one's parameters, or the rest of the decoder if it has none
+        reference: Tensor = next(old.parameters(), self.decoder.out.weight)
         new = cls(self.config.hidden_size, self.config.num_heads)
         state = old.state_dict()
         source, target = old.capabilities.layout, cls.capabilities.layout

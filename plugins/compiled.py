@@ -80,7 +80,7 @@ class CompiledAttention(CachedDecoderAttention):
         return self._compiled[key]
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()  # type: ignore[no-untyped-call]  # nn.Module's, untyped
+        state = super().__getstate__()
         state["_compiled"] = {}  # compiled functions are bound to this process's objects
         return dict(state)
 
