@@ -6,6 +6,7 @@ import click
 
 from ._backends import backends, doctor
 from ._common import QuatrainGroup
+from ._convert import convert
 from ._inspect import inspect
 from ._plugins import disable_plugins, plugins
 from ._zoo import zoo
@@ -27,7 +28,7 @@ def cli(ctx: click.Context, debug: bool, disabled_plugins: tuple[str, ...]) -> N
     disable_plugins(ctx, disabled_plugins)
 
 
-for command in (backends, doctor, inspect, plugins, zoo):
+for command in (backends, doctor, inspect, plugins, zoo, convert):
     cli.add_command(command)
 
 
