@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from ._backends import backends, doctor
+from ._bench import bench
 from ._common import QuatrainGroup
 from ._convert import convert
 from ._inspect import inspect
 from ._plugins import disable_plugins, plugins
+from ._select import select
 from ._zoo import zoo
 
 
@@ -28,7 +30,7 @@ def cli(ctx: click.Context, debug: bool, disabled_plugins: tuple[str, ...]) -> N
     disable_plugins(ctx, disabled_plugins)
 
 
-for command in (backends, doctor, inspect, plugins, zoo, convert):
+for command in (backends, doctor, inspect, plugins, zoo, convert, bench, select):
     cli.add_command(command)
 
 

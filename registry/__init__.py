@@ -1,5 +1,6 @@
 """The registry: plugin discovery, hardware probe, layout conversion (and, later, selection and the zoo)."""
 
+from ._bench import run_bench as run_bench
 from ._cards import ModelCard as ModelCard
 from ._cards import UnknownModelError as UnknownModelError
 from ._cards import get_card as get_card
@@ -16,6 +17,11 @@ from ._discovery import set_registry as set_registry
 from ._hardware import detect_hardware as detect_hardware
 from ._layouts import Converter as Converter
 from ._layouts import LayoutGraph as LayoutGraph
+from ._select import Candidate as Candidate
+from ._select import Job as Job
+from ._select import Selection as Selection
+from ._select import SelectionCache as SelectionCache
+from ._select import select_backend as select_backend
 from ._store import ModelIntegrityError as ModelIntegrityError
 from ._store import Store as Store
 from ._store import StoredCard as StoredCard
@@ -25,12 +31,16 @@ from ._store import resolve_checkpoint as resolve_checkpoint
 
 __all__ = [
     "BackendEntry",
+    "Candidate",
     "Converter",
+    "Job",
     "LayoutGraph",
     "ModelCard",
     "ModelIntegrityError",
     "PluginRecord",
     "Registry",
+    "Selection",
+    "SelectionCache",
     "Store",
     "StoredCard",
     "UnknownModelError",
@@ -45,5 +55,7 @@ __all__ = [
     "make_plugin_manager",
     "quatrain_home",
     "resolve_checkpoint",
+    "run_bench",
+    "select_backend",
     "set_registry",
 ]

@@ -285,7 +285,15 @@ def set_registry(registry: Registry | None) -> None:
 
 
 def backend_for(name: str, config: ModelConfig) -> type[AttentionBackend]:
-    """The backend class registered as ``name`` (what ``Autoencoder(config, backend=name)`` calls)."""
+    """The backend class registered as ``name`` (what ``Autoencoder(config, backend=name)`` calls).
+
+    ``'auto'`` runs the same selection as ``quatrain select`` (``select_backend(job_for_model(config))``:
+    a training job on the best device here, float32; cached per hardware, versions and job).
+    """
+    if name == "auto":
+        from ._select import job_for_model, select_backend  # selection imports this module
+
+        name = select_backend(job_for_model(config)).backend
     return get_registry().backend(name).cls
 
 

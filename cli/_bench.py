@@ -1,0 +1,232 @@
+"""``quatrain bench``: the baseline and every backend, one process, same inputs; a table, JSON, a chart."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import emit_json, json_option, table
+
+PRESETS = ("seed", "small", "tiny")
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer": "inference"}
+
+
+def _check_cell(variant: dict[str, Any]) -> str:
+    if variant["kind"] == "baseline":
+        return "-"
+    if variant["kind"] == "reference":
+        return "reference"
+    check = variant["check"]
+    if check is None:
+        return "unchecked"
+    return f"{'ok' if check['ok'] else 'WRONG'} {check['rel_error']:.1e}"
+
+
+def report_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the results table (the text table and the markdown one share them)."""
+    header = ["variant", "vs naive"]
+    for title in MODE_TITLES.values():
+        header += [f"{title} ms", "x base", "x naive"]
+    header += ["warm-up s", "peak MB", "graph"]
+    best = {mode: entry["best"] for mode, entry in report["summary"].items() if isinstance(entry, dict)}
+    rows = []
+    for v in report["variants"]:
+        row = [v["name"], _check_cell(v)]
+        for mode in MODE_TITLES:
+            t = v["modes"][mode]
+            mark = " *" if best.get(mode) == v["name"] else ""
+            path = " (seq)" if mode == "train-par" and t["path"] == "sequential" else ""
+            row.append(f"{t['median_ms']:.1f} ±{t['iqr_ms'] / 2:.1f}{path}{mark}")
+            row.append(f"{t['x_baseline']:.2f}")
+            row.append("-" if t["x_naive"] is None else f"{t['x_naive']:.2f}")
+        row.append(" / ".join(f"{v['modes'][m]['warmup_ms'] / 1000:.1f}" for m in MODE_TITLES))
+        row.append(f"{max(v['modes'][m]['peak_mem_mb'] for m in MODE_TITLES):.0f}")
+        row.append("/".join("y" if v["modes"][m]["graphed"] else "n" for m in MODE_TITLES))
+        rows.append(row)
+    return header, rows
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    s = report["summary"]
+    lines = []
+    if "train-seq" in s:
+        e = s["train-seq"]
+        lines.append(
+            f"best sequential train step (tf 0.9): {e['best']} {e['median_ms']:.1f} ms = {e['x_baseline']:.2f}x the "
+            f"no-attention baseline; naive / best = {e.get('naive_over_best', float('nan')):.2f}x"
+        )
+    if "train-par" in s:
+        e = s["train-par"]
+        lines.append(
+            f"best parallel train step (tf 1.0): {e['best']} {e['median_ms']:.1f} ms = "
+            f"{e['x_baseline']:.2f}x baseline; "
+            f"sequential naive / best parallel = {s.get('naive_seq_over_best_par', float('nan')):.2f}x"
+        )
+    if "infer" in s:
+        e = s["infer"]
+        lines.append(
+            f"best inference: {e['best']} {e['median_ms']:.1f} ms = {e['x_baseline']:.2f}x baseline; "
+            f"naive / best = {e.get('naive_over_best', float('nan')):.2f}x"
+        )
+    return lines
+
+
+def heading(report: dict[str, Any]) -> str:
+    setup, machine = report["setup"], report["machine"]
+    hw = machine["hardware"]
+    return (
+        f"{setup.get('preset') or 'custom'} preset, {setup['device']} {setup['dtype']}, batch {setup['batch_size']} x "
+        f"{setup['seq_len']}, median ± half IQR of {setup['iters']} steps after {setup['warmup']} warm-up; "
+        f"{hw['device_name']}, {machine['threads']} threads, torch {report['versions']['torch']}, {report['date']}"
+    )
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The committed form of a run: heading, table, headline ratios, notes."""
+    header, rows = report_rows(report)
+    lines = [f"# quatrain bench: {heading(report)}", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
+    lines.append("")
+    lines += [f"- {line}" for line in summary_lines(report)]
+    lines += [f"- {note}" for note in notes(report)]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def notes(report: dict[str, Any]) -> list[str]:
+    found = [
+        "`*` marks the fastest correct backend per mode; WRONG rows are not ranked; warm-up s per mode "
+        "(train tf 0.9 / train tf 1.0 / inference); graph: whole step replayed from one CUDA graph per mode."
+    ]
+    for v in report["variants"]:
+        for mode, t in v["modes"].items():
+            if t["note"]:
+                found.append(f"{v['name']} {MODE_TITLES[mode]}: {t['note']}")
+    for u in report["unavailable"]:
+        found.append(f"{u['name']} not run: {'; '.join(u['reasons'])}")
+    return found
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise click.ClickException(
+            "--plot needs matplotlib, which is not installed (pip install 'quatrain[plot]')"
+        ) from None
+    variants = report["variants"]
+    modes = list(MODE_TITLES)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(1, len(variants))
+    for i, v in enumerate(variants):
+        values = [v["modes"][m]["median_ms"] for m in modes]
+        errors = [v["modes"][m]["iqr_ms"] / 2 for m in modes]
+        wrong = v["correct"] is False
+        label = v["name"] + (" (WRONG)" if wrong else "")
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(modes))]
+        ax.bar(xs, values, width, yerr=errors, label=label, hatch="//" if wrong else None)
+    ax.set_xticks(range(len(modes)), [MODE_TITLES[m] for m in modes])
+    ax.set_ylabel("ms per batch (median)")
+    ax.set_title(f"quatrain bench: {heading(report)}", fontsize=7)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command()
+@click.option("--preset", type=click.Choice(PRESETS), default="seed", show_default=True, help="Model size.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="Default: the best one here.")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp32", show_default=True, help="Model dtype.")
+@click.option("--backends", "backend_list", default=None, metavar="A,B", help="Backends to run (default: all).")
+@click.option(
+    "--iters", type=click.IntRange(min=1), default=None, help="Timed steps per variant and mode [10 CPU, 50 GPU]."
+)
+@click.option("--warmup", type=click.IntRange(min=1), default=None, help="Warm-up steps, timed apart [2 CPU, 4 GPU].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size.")
+@click.option("--no-graph", is_flag=True, help="On CUDA, run steps eagerly instead of replaying CUDA graphs.")
+@json_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+@click.option(
+    "--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a markdown table."
+)
+@click.option(
+    "--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Bar chart PNG."
+)
+def bench(
+    preset: str,
+    device: str | None,
+    dtype: str,
+    backend_list: str | None,
+    iters: int | None,
+    warmup: int | None,
+    batch_size: int,
+    no_graph: bool,
+    as_json: bool,
+    out: Path | None,
+    markdown: Path | None,
+    plot_path: Path | None,
+) -> None:
+    """Time the no-attention baseline and every backend: train steps at teacher forcing 0.9 and 1.0, inference.
+
+    One process, the same batch and weights for every variant; each backend is checked against naive in
+    the same run. Progress goes to stderr, the table (or --json) to stdout.
+    """
+    import torch
+
+    from quatrain import ModelConfig
+    from quatrain._checkpoint import atomic_write_bytes
+    from quatrain.registry import detect_hardware, get_registry
+    from quatrain.registry._bench import run_bench
+
+    if plot_path is not None and importlib.util.find_spec("matplotlib") is None:  # fail before minutes of work
+        raise click.ClickException("--plot needs matplotlib, which is not installed (pip install 'quatrain[plot]')")
+    device = device or detect_hardware().device
+    names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list is not None else None
+    registry = get_registry()
+    for name in names or ():
+        registry.backend(name)  # an unknown name fails here, before minutes of measuring
+    on_gpu = device == "cuda"
+
+    def progress(done: int, total: int, label: str) -> None:
+        click.echo(f"[{done}/{total}] {label}", file=sys.stderr)
+
+    report = run_bench(
+        ModelConfig.preset(preset),
+        device=device,
+        dtype=getattr(torch, DTYPES[dtype]),
+        backends=names,
+        iters=iters or (50 if on_gpu else 10),
+        warmup=warmup or (4 if on_gpu else 2),
+        batch_size=batch_size,
+        cuda_graph=on_gpu and not no_graph,
+        registry=registry,
+        progress=progress,
+    )
+    report["setup"]["preset"] = preset
+    report["command"] = "quatrain " + " ".join(sys.argv[1:])
+    if out is not None:
+        atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
+    if markdown is not None:
+        atomic_write_bytes(markdown, to_markdown(report).encode())
+    if plot_path is not None:
+        plot(report, plot_path)
+    if as_json:
+        emit_json(report)
+        return
+    header, rows = report_rows(report)
+    click.echo(heading(report))
+    click.echo(table(rows, header))
+    for line in summary_lines(report) + notes(report):
+        click.echo(line)

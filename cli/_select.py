@@ -1,0 +1,99 @@
+"""``quatrain select``: which backend a job should use, measured here, and why the others were not chosen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._bench import DTYPES, PRESETS
+from ._common import emit_json, json_option
+
+
+@click.command("select")
+@click.option("--backend", default="auto", show_default=True, help="'auto', or a backend name to check and use.")
+@click.option("--preset", type=click.Choice(PRESETS), default=None, help="Model size [default: seed].")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='A model config JSON (fields, or {"preset": NAME, ...overrides}).',
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="Default: the best one here.")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp32", show_default=True, help="Model dtype.")
+@click.option("--train/--infer", "train", default=True, help="Choose for training steps (default) or for inference.")
+@click.option(
+    "--teacher-forcing",
+    type=click.FloatRange(0.0, 1.0),
+    default=1.0,
+    show_default=True,
+    help="Training only: 1.0 runs the parallel decoder where a backend has one.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Length of the job in steps; warm-up (compile) cost is counted against it.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="The job's batch size.")
+@click.option("--weights", "need_weights", is_flag=True, help="The job needs attention weights.")
+@click.option("--allow-approx", is_flag=True, help="Let backends that approximate attention compete.")
+@click.option("--refresh", is_flag=True, help="Measure again instead of using a cached decision.")
+@json_option
+def select(
+    backend: str,
+    preset: str | None,
+    config_path: Path | None,
+    device: str | None,
+    dtype: str,
+    train: bool,
+    teacher_forcing: float,
+    steps: int,
+    batch_size: int,
+    need_weights: bool,
+    allow_approx: bool,
+    refresh: bool,
+    as_json: bool,
+) -> None:
+    """Pick the fastest backend that is correct for a job, or check a named one.
+
+    auto: eligible here (device, dtype, the job's needs) -> outputs and gradients match naive -> the
+    smallest warm-up + steps x measured step time on the job's shapes. Decisions are cached per
+    hardware, versions and job (QUATRAIN_CACHE overrides the cache folder). A named backend that
+    cannot run the job is refused with its reasons (exit 1).
+    """
+    from quatrain import ModelConfig
+    from quatrain.registry import detect_hardware
+    from quatrain.registry._select import Job, select_backend
+
+    if preset is not None and config_path is not None:
+        raise click.UsageError("give --preset or --config, not both")
+    config = ModelConfig.from_json(config_path) if config_path is not None else ModelConfig.preset(preset or "seed")
+    job = Job(
+        config=config,
+        device=device or detect_hardware().device,
+        dtype=DTYPES[dtype],
+        mode="train" if train else "infer",
+        teacher_forcing=teacher_forcing if train else 0.0,
+        steps=steps,
+        batch_size=batch_size,
+        need_weights=need_weights,
+        allow_approx=allow_approx,
+    )
+    if backend == "auto":
+        click.echo(f"measuring the eligible backends on {job.device} (a few steps each)...", err=True)
+    selection = select_backend(job, backend=backend, refresh=refresh)
+    if as_json:
+        emit_json(selection.to_dict())
+        return
+    source = "named" if selection.named else ("cached decision" if selection.cached else "measured now")
+    what = f"train (teacher forcing {job.teacher_forcing})" if train else "inference"
+    click.echo(f"backend: {selection.backend} ({source})")
+    click.echo(
+        f"job: {preset or (config_path.name if config_path else 'seed')}, {job.device} {job.dtype}, {what}, "
+        f"batch {job.batch_size} x {config.max_len}, {job.steps} steps"
+    )
+    for line in selection.lines():
+        click.echo(f"  {line}")

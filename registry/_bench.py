@@ -1,0 +1,458 @@
+"""The benchmark engine: every variant in one process on the same inputs, timed per mode, checked against naive.
+
+Variants are the no-attention baseline (``attention='none'``) and each registered backend that runs on the
+device and dtype; every backend starts from naive's weights, converted to its layout, so outputs compare.
+Modes are a training step at teacher forcing 0.9 (sequential), one at 1.0 (parallel where the backend has
+it), and autoregressive inference without gradients. Warm-up calls (compile, CUDA-graph capture) are timed
+apart; the timed calls give a median and quartiles, synchronised on the device (CUDA events on GPU).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import platform
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from quatrain import Autoencoder, InferenceStep, ModelConfig, TrainStep, reconstruction_loss
+from quatrain._checkpoint import ATTENTION_PREFIX, convert_attention_tensors, quatrain_version
+
+from ._discovery import Registry, get_registry
+from ._hardware import detect_hardware
+
+BASELINE = "none"
+REFERENCE = "naive"
+MODES = ("train-seq", "train-par", "infer")
+TEACHER_FORCING = {"train-seq": 0.9, "train-par": 1.0, "infer": 0.0}
+MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer": "inference"}
+# Relative error against naive that rounding alone can reach in each dtype (outputs after T autoregressive
+# steps, gradients); a backend's own declared tolerance applies on top in float32.
+DTYPE_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
+
+Progress = Callable[[int, int, str], None]
+
+
+@attrs.frozen(kw_only=True)
+class Timing:
+    """One variant in one mode."""
+
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    iters: int
+    warmup_ms: float
+    """Total of the warm-up calls (compile, capture, first-call allocation), excluded from the median."""
+    warmup_iters: int
+    peak_mem_mb: float
+    """Peak memory above what was held before the mode's first call (CUDA allocator; RSS on CPU)."""
+    path: str
+    """'parallel' or 'sequential' decoder."""
+    graphed: bool
+    """Replayed from one captured CUDA graph."""
+    note: str = ""
+
+    @property
+    def iqr_ms(self) -> float:
+        return self.q3_ms - self.q1_ms
+
+
+@attrs.frozen(kw_only=True)
+class Check:
+    """A variant's agreement with naive on the benchmark batch."""
+
+    rel_error: float
+    """Largest relative error (L2) over outputs (tf 1.0 and 0.0) and gradients (input, shared parameters)."""
+    tolerance: float
+    worst: str
+    """Which tensor gave ``rel_error``."""
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.rel_error) and self.rel_error <= self.tolerance
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile of a non-empty list."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def time_calls(fn: Callable[[], object], *, iters: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of ``iters`` calls, device-synchronised (CUDA events on GPU)."""
+    if device.type == "cuda":
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+        torch.cuda.synchronize(device)
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) for start, end in events]
+    out = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "mps":
+            torch.mps.synchronize()
+        out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+class MemoryProbe:
+    """Peak memory above the level at ``start()``: the CUDA allocator on GPU, the process RSS elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.base = 0
+
+    @staticmethod
+    def _status_kib(field: str) -> int:
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return
+        try:  # Linux: '5' resets the peak RSS (VmHWM) to the current RSS
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")
+        except OSError:
+            pass
+        self.base = self._status_kib("VmRSS") * 1024
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        return max(0, self._status_kib("VmHWM") * 1024 - self.base) / 2**20
+
+
+def make_batch(
+    config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """The benchmark's inputs: random word vectors (B, T, E), T = config.max_len, lengths in [T/2, T], row 0 full."""
+    generator = torch.Generator().manual_seed(seed)
+    T = config.max_len
+    x = torch.randn(batch_size, T, config.embed_dim, generator=generator)
+    lengths = torch.randint(max(1, T // 2), T + 1, (batch_size,), generator=generator)
+    lengths[0] = T
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    return x.to(device=device, dtype=dtype), mask.to(device)
+
+
+def build_variants(
+    config: ModelConfig,
+    names: Iterable[str],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    registry: Registry,
+    seed: int = 0,
+) -> dict[str, Autoencoder]:
+    """One model per name (BASELINE for the no-attention model), backends all holding naive's weights."""
+    torch.manual_seed(seed)
+    reference = Autoencoder(config, registry.backend(REFERENCE).cls)
+    state = reference.state_dict()
+    models: dict[str, Autoencoder] = {}
+    for name in names:
+        if name == BASELINE:
+            torch.manual_seed(seed)
+            model = Autoencoder(config.evolve(attention="none"))
+        else:
+            model = Autoencoder(config, registry.backend(name).cls)
+            own = convert_attention_tensors(state, reference.layout, model.layout)
+            model.load_state_dict(own, strict=True)
+        models[name] = model.to(device=device, dtype=dtype)
+    return models
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def probe(model: Autoencoder, x: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Outputs and gradients that every variant with attention shares, in eval mode (no dropout)."""
+    was_training = model.training
+    model.eval()
+    try:
+        xi = x.detach().clone().requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        out = model(xi, mask, teacher_forcing=1.0).reconstruction
+        reconstruction_loss(out, xi, mask).backward()
+        found = {"output tf 1.0": out.detach(), "grad input": xi.grad.detach() if xi.grad is not None else xi}
+        for name, p in model.named_parameters():
+            if not name.startswith(ATTENTION_PREFIX) and p.grad is not None:
+                found[f"grad {name}"] = p.grad.detach().clone()
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            found["output tf 0.0"] = model(x, mask, teacher_forcing=0.0).reconstruction
+        return found
+    finally:
+        model.train(was_training)
+
+
+def check_against(model: Autoencoder, expected: dict[str, Tensor], x: Tensor, mask: Tensor, tolerance: float) -> Check:
+    """Compare ``model`` with naive's probe results (see ``probe``)."""
+    got = probe(model, x, mask)
+    errors = {key: _rel(got[key], value) for key, value in expected.items() if key in got}
+    worst = max(errors, key=lambda k: errors[k] if math.isfinite(errors[k]) else math.inf)
+    return Check(rel_error=errors[worst], tolerance=tolerance, worst=worst)
+
+
+def tolerance_for(model: Autoencoder, dtype: torch.dtype) -> float:
+    declared = model.decoder.attention.capabilities.tolerance if model.decoder.attention is not None else 0.0
+    return max(declared, DTYPE_TOLERANCE.get(str(dtype).removeprefix("torch."), 1e-2))
+
+
+def measure(
+    model: Autoencoder,
+    mode: str,
+    x: Tensor,
+    mask: Tensor,
+    *,
+    iters: int,
+    warmup: int,
+    cuda_graph: bool,
+    teacher_forcing: float | None = None,
+) -> Timing:
+    """Time ``model`` in ``mode`` (see MODES) on one batch; ``warmup`` calls first, timed apart.
+
+    ``teacher_forcing`` overrides the mode's own (train modes only).
+    """
+    device = x.device
+    probe = MemoryProbe(device)
+    probe.start()
+    runner: TrainStep | InferenceStep
+    if mode == "infer":
+        runner = InferenceStep(model, cuda_graph=cuda_graph, warmup=max(1, warmup - 1))
+    else:
+        model.train()
+        tf = TEACHER_FORCING[mode] if teacher_forcing is None else teacher_forcing
+        runner = TrainStep(model, teacher_forcing=tf, cuda_graph=cuda_graph, warmup=max(1, warmup - 1))
+    try:
+        warm = time_calls(lambda: runner(x, mask), iters=warmup, device=device)
+        times = time_calls(lambda: runner(x, mask), iters=iters, device=device)
+        peak = probe.peak_mb()
+    finally:
+        model.train()
+    tf = TEACHER_FORCING[mode] if teacher_forcing is None or mode == "infer" else teacher_forcing
+    parallel = tf >= 1.0 and model.decoder.can_run_parallel
+    return Timing(
+        median_ms=quantile(times, 0.5),
+        q1_ms=quantile(times, 0.25),
+        q3_ms=quantile(times, 0.75),
+        iters=iters,
+        warmup_ms=sum(warm),
+        warmup_iters=warmup,
+        peak_mem_mb=peak,
+        path="parallel" if parallel else "sequential",
+        graphed=runner.graphed,
+        note=f"eager: {runner.fallback_reason}" if cuda_graph and runner.fallback_reason else "",
+    )
+
+
+def _versions(registry: Registry) -> dict[str, str | None]:
+    found: dict[str, str | None] = {"quatrain": quatrain_version(), "torch": torch.__version__}
+    for name in ("numpy", "pluggy", "triton"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    found["cuda"] = torch.version.cuda
+    for name, entry in sorted(registry.backends.items()):
+        found[f"backend:{name}"] = f"{entry.distribution or entry.plugin} {entry.version or ''}".strip()
+    return found
+
+
+def machine_info() -> dict[str, Any]:
+    hardware = detect_hardware()
+    return {
+        "hardware": attrs.asdict(hardware),
+        "fingerprint": hardware.fingerprint(),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_bench(
+    config: ModelConfig,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    backends: Iterable[str] | None = None,
+    iters: int = 10,
+    warmup: int = 2,
+    batch_size: int = 32,
+    cuda_graph: bool | None = None,
+    seed: int = 0,
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Benchmark the baseline and each backend on one batch; return the JSON-ready report.
+
+    Args:
+        config: the model (a preset's config); the batch is (batch_size, config.max_len).
+        device, dtype: where and in what precision every variant runs (the whole model in ``dtype``).
+        backends: names to run (default: every registered backend); unavailable ones are reported with reasons.
+        iters: timed calls per variant and mode.
+        warmup: calls before the timed ones, timed separately (on CUDA the last one captures the graph).
+        cuda_graph: capture whole steps in CUDA graphs (default: on CUDA).
+        progress: called as ``progress(done, total, label)`` before each measurement.
+
+    Raises:
+        UnknownBackendError: a name in ``backends`` is not registered.
+    """
+    from ._select import eligibility_reasons
+
+    registry = registry or get_registry()
+    hardware = detect_hardware()
+    dev = torch.device(device)
+    graphs = dev.type == "cuda" if cuda_graph is None else cuda_graph
+    wanted = sorted(registry.backends) if backends is None else list(dict.fromkeys(backends))
+    unavailable: dict[str, list[str]] = {}
+    for name in wanted:
+        reasons = eligibility_reasons(registry.backend(name).cls, hardware, device, dtype)
+        if reasons:
+            unavailable[name] = [str(r) for r in reasons]
+    if REFERENCE in unavailable:
+        unavailable[REFERENCE].append("it is the reference: nothing can be checked without it")
+    runnable = [n for n in wanted if n not in unavailable]
+    names = [BASELINE, *([REFERENCE] if REFERENCE not in runnable and REFERENCE not in unavailable else []), *runnable]
+    models = build_variants(config, names, device=dev, dtype=dtype, registry=registry, seed=seed)
+    x, mask = make_batch(config, batch_size, dev, dtype, seed)
+    total = len(names) * (len(MODES) + 1)
+    done = 0
+
+    def tick(label: str) -> None:
+        nonlocal done
+        if progress is not None:
+            progress(done, total, label)
+        done += 1
+
+    checks: dict[str, Check] = {}
+    if REFERENCE in models:
+        expected = probe(models[REFERENCE], x, mask)
+        for name in names:
+            tick(f"check {name}")
+            if name != BASELINE:
+                checks[name] = check_against(models[name], expected, x, mask, tolerance_for(models[name], dtype))
+    timings: dict[str, dict[str, Timing]] = {name: {} for name in names}
+    for mode in MODES:
+        for name in names:
+            tick(f"{MODE_TITLES[mode]}: {name}")
+            timings[name][mode] = measure(models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=graphs)
+            gc.collect()
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    if progress is not None:
+        progress(total, total, "done")
+    return _report(
+        config, names, timings, checks, unavailable, registry, device, dtype, iters, warmup, batch_size, graphs
+    )
+
+
+def _report(
+    config: ModelConfig,
+    names: list[str],
+    timings: dict[str, dict[str, Timing]],
+    checks: dict[str, Check],
+    unavailable: dict[str, list[str]],
+    registry: Registry,
+    device: str,
+    dtype: torch.dtype,
+    iters: int,
+    warmup: int,
+    batch_size: int,
+    graphs: bool,
+) -> dict[str, Any]:
+    variants = []
+    for name in names:
+        modes = {}
+        for mode, t in timings[name].items():
+            base = timings[BASELINE][mode].median_ms
+            ref = timings[REFERENCE][mode].median_ms if REFERENCE in timings else None
+            modes[mode] = {
+                **attrs.asdict(t),
+                "iqr_ms": t.iqr_ms,
+                "teacher_forcing": TEACHER_FORCING[mode],
+                "x_baseline": t.median_ms / base,
+                "x_naive": t.median_ms / ref if ref else None,
+            }
+        check = checks.get(name)
+        variants.append(
+            {
+                "name": name,
+                "kind": "baseline" if name == BASELINE else ("reference" if name == REFERENCE else "backend"),
+                "correct": None if check is None else check.ok,
+                "check": None if check is None else {**attrs.asdict(check), "ok": check.ok},
+                "modes": modes,
+            }
+        )
+    return {
+        "schema": "quatrain-bench/1",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": _versions(registry),
+        "setup": {
+            "config": config.to_dict(),
+            "device": device,
+            "dtype": str(dtype).removeprefix("torch."),
+            "batch_size": batch_size,
+            "seq_len": config.max_len,
+            "iters": iters,
+            "warmup": warmup,
+            "cuda_graph": graphs,
+            "optimizer": "AdamW lr 1e-3, weight decay 0.01, grad-norm clip 1.0",
+        },
+        "variants": variants,
+        "unavailable": [{"name": n, "reasons": r} for n, r in unavailable.items()],
+        "summary": summarise(variants),
+    }
+
+
+def summarise(variants: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline figures: the fastest correct backend per mode and its ratios."""
+    by_name = {v["name"]: v for v in variants}
+    ranked = [v for v in variants if v["kind"] != "baseline" and v["correct"]]
+    summary: dict[str, Any] = {}
+    for mode in MODES:
+        if not ranked or BASELINE not in by_name:
+            continue
+        best = min(ranked, key=lambda v: v["modes"][mode]["median_ms"])
+        entry = {
+            "best": best["name"],
+            "median_ms": best["modes"][mode]["median_ms"],
+            "x_baseline": best["modes"][mode]["x_baseline"],
+        }
+        if REFERENCE in by_name:
+            entry["naive_over_best"] = by_name[REFERENCE]["modes"][mode]["median_ms"] / entry["median_ms"]
+        summary[mode] = entry
+    if REFERENCE in by_name and "train-par" in summary:
+        summary["naive_seq_over_best_par"] = (
+            by_name[REFERENCE]["modes"]["train-seq"]["median_ms"] / summary["train-par"]["median_ms"]
+        )
+    return summary

@@ -1,0 +1,418 @@
+"""Backend selection: eligible for the job -> correct against naive -> fastest on the job's own shapes; cached.
+
+``auto`` walks every registered backend. Eligibility is the backend's own probe of this hardware plus
+the job's needs (training, inference, attention weights, exactness). Eligible backends are run against
+``naive`` on a small probe batch (outputs and gradients, within the backend's declared tolerance), and
+the correct ones are timed for a few steps on the job's own shapes; the winner has the smallest
+warm-up + steps x step time, so a backend with a costly compile wins only on a job long enough to pay
+it back. Decisions are cached per hardware, versions and job. A backend named by the user is used as
+named, or refused with its reasons; it is never silently replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from quatrain import AttentionBackend, BackendUnavailableError, Hardware, ModelConfig, Reason
+from quatrain._checkpoint import atomic_write_bytes, quatrain_version
+from quatrain._contract import DTYPE_NAMES
+
+from ._discovery import Registry, get_registry
+from ._hardware import detect_hardware
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "QUATRAIN_CACHE"
+CACHE_FILE = "selection.json"
+CACHE_FORMAT = "quatrain-selection/1"
+JOB_MODES = ("train", "infer")
+SELECT_ITERS = 3
+"""Timed steps per candidate: enough to rank backends that differ by more than noise, cheap enough for seconds."""
+SELECT_WARMUP = 2
+PROBE_BATCH = 4
+PROBE_LEN = 16
+
+# (backend name, job) -> (step milliseconds, warm-up seconds beyond normal steps)
+Timer = Callable[[str, "Job"], tuple[float, float]]
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """What a backend is chosen for: the model, where it runs, and how."""
+
+    config: ModelConfig
+    device: str = "cpu"
+    dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(DTYPE_NAMES)))
+    mode: str = attrs.field(default="train", validator=attrs.validators.in_(JOB_MODES))
+    """'train' (a training step) or 'infer' (autoregressive reconstruction without gradients)."""
+    teacher_forcing: float = 1.0
+    """Training only: 1.0 uses the parallel decoder where a backend has one."""
+    steps: int = 500
+    """Length of the job in steps (default: about one epoch of the default corpus); warm-up is counted against it."""
+    batch_size: int = 32
+    need_weights: bool = False
+    """The job reads attention weights (plots)."""
+    allow_approx: bool = False
+    """Let backends that are not exact (approximations) compete."""
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPE_NAMES[self.dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**attrs.asdict(self, recurse=False), "config": self.config.to_dict()}
+
+
+@attrs.frozen(kw_only=True)
+class Candidate:
+    """One backend's outcome in a selection."""
+
+    name: str
+    status: str
+    """'chosen', 'slower', 'failed' (correctness), 'unavailable' or 'error' (raised while measured)."""
+    reasons: tuple[str, ...] = ()
+    step_ms: float | None = None
+    warmup_s: float | None = None
+    total_s: float | None = None
+    """warmup_s + steps x step_ms: the job's estimated cost on this backend."""
+    rel_error: float | None = None
+    tolerance: float | None = None
+
+    def line(self, best: Candidate | None = None) -> str:
+        """The one line a user reads."""
+        if self.status == "chosen":
+            detail = "; ".join(self.reasons)
+            if self.step_ms is not None:
+                detail = f"{self.step_ms:.1f} ms/step, warm-up {self.warmup_s:.1f} s, job ~{self.total_s:.1f} s"
+            return f"{self.name}: chosen" + (f" ({detail})" if detail else "")
+        if self.status == "slower":
+            if self.step_ms is None:
+                return f"{self.name}: slower: {'; '.join(self.reasons)}"
+            return (
+                f"{self.name}: slower: {self.step_ms:.1f} ms/step, warm-up {self.warmup_s:.1f} s, "
+                f"job ~{self.total_s:.1f} s"
+            )
+        if self.status == "failed":
+            return f"{self.name}: failed correctness: rel. error {self.rel_error:.2e} > tolerance {self.tolerance:.0e}"
+        return f"{self.name}: {self.status}: {'; '.join(self.reasons)}"
+
+
+@attrs.frozen(kw_only=True)
+class Selection:
+    """The chosen backend, why, and what happened to every other candidate."""
+
+    backend: str
+    job: Job
+    candidates: tuple[Candidate, ...]
+    named: bool = False
+    """The user named the backend (no competition)."""
+    cached: bool = False
+    """Read from the decision cache rather than measured now."""
+    key: str = ""
+
+    def lines(self) -> list[str]:
+        return [c.line() for c in self.candidates]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "named": self.named,
+            "cached": self.cached,
+            "key": self.key,
+            "job": self.job.to_dict(),
+            "candidates": [attrs.asdict(c) for c in self.candidates],
+        }
+
+
+def eligibility_reasons(
+    cls: type[AttentionBackend],
+    hardware: Hardware,
+    device: str,
+    dtype: torch.dtype,
+    *,
+    training: bool | None = None,
+    need_weights: bool = False,
+    allow_approx: bool = True,
+) -> list[Reason]:
+    """The backend's own probe plus what the job needs; empty means it may compete."""
+    reasons = list(cls.unsupported_reasons(hardware, device, dtype))
+    caps = cls.capabilities
+    if training is True and not caps.training:
+        reasons.append(Reason("training", f"{cls.name} cannot train (no backward)", "use it with --infer"))
+    if training is False and not caps.inference:
+        reasons.append(Reason("inference", f"{cls.name} does not support inference"))
+    if need_weights and not caps.returns_weights:
+        reasons.append(Reason("weights", f"{cls.name} does not return attention weights"))
+    if not allow_approx and not caps.exact:
+        reasons.append(Reason("exact", f"{cls.name} approximates the attention function", "pass --allow-approx"))
+    return reasons
+
+
+def cache_path() -> Path:
+    """Where decisions are cached: ``$QUATRAIN_CACHE/selection.json``, else the user cache dir."""
+    folder = os.environ.get(CACHE_ENV)
+    if not folder:
+        import platformdirs
+
+        folder = platformdirs.user_cache_dir("quatrain")
+    return Path(folder) / CACHE_FILE
+
+
+class SelectionCache:
+    """A JSON file of past decisions keyed by ``selection_key``; unreadable files are ignored and rewritten."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or cache_path()
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            warnings.warn(f"ignoring unreadable selection cache {str(self.path)!r}: {e}", stacklevel=3)
+            return {}
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != CACHE_FORMAT
+            or not isinstance(data.get("entries"), dict)
+        ):
+            warnings.warn(f"ignoring selection cache {str(self.path)!r}: not a {CACHE_FORMAT} file", stacklevel=3)
+            return {}
+        return data["entries"]
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        entry = self._read().get(key)
+        return entry if isinstance(entry, dict) else None
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        entries = self._read()
+        entries[key] = entry
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            blob = json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1, sort_keys=True)
+            atomic_write_bytes(self.path, blob.encode("utf-8"))
+        except OSError as e:  # a read-only cache dir costs a re-measurement next time, nothing more
+            warnings.warn(f"cannot write selection cache {str(self.path)!r}: {e}", stacklevel=3)
+
+
+def selection_key(job: Job, registry: Registry, hardware: Hardware) -> str:
+    """Hash of everything a decision depends on: hardware, torch/quatrain/plugin versions, the job."""
+    plugins = {
+        name: [entry.plugin, entry.distribution, entry.version, f"{entry.cls.__module__}.{entry.cls.__qualname__}"]
+        for name, entry in sorted(registry.backends.items())
+    }
+    blob = {
+        "hardware": hardware.fingerprint(),
+        "torch": torch.__version__,
+        "quatrain": quatrain_version(),
+        "plugins": plugins,
+        "job": job.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def measure_backend(name: str, job: Job, registry: Registry | None = None) -> tuple[float, float]:
+    """Time a few steps of ``job`` on ``name`` at the job's shapes: (median step ms, warm-up s beyond steps)."""
+    from ._bench import build_variants, make_batch, measure
+
+    registry = registry or get_registry()
+    device = torch.device(job.device)
+    model = build_variants(job.config, [name], device=device, dtype=job.torch_dtype, registry=registry)[name]
+    x, mask = make_batch(job.config, job.batch_size, device, job.torch_dtype)
+    mode = "infer" if job.mode == "infer" else ("train-par" if job.teacher_forcing >= 1.0 else "train-seq")
+    timing = measure(
+        model,
+        mode,
+        x,
+        mask,
+        iters=SELECT_ITERS,
+        warmup=SELECT_WARMUP,
+        cuda_graph=device.type == "cuda",
+        teacher_forcing=job.teacher_forcing,
+    )
+    extra = max(0.0, timing.warmup_ms - timing.warmup_iters * timing.median_ms) / 1000.0
+    return timing.median_ms, extra
+
+
+def _check_all(names: list[str], job: Job, registry: Registry) -> dict[str, tuple[float, float]]:
+    """(relative error, tolerance) of each backend against naive on a small probe batch of the job's model."""
+    from ._bench import REFERENCE, build_variants, check_against, make_batch, probe, tolerance_for
+
+    device = torch.device(job.device)
+    config = job.config.evolve(max_len=min(job.config.max_len, PROBE_LEN))
+    models = build_variants(
+        config, [REFERENCE, *names], device=device, dtype=job.torch_dtype, registry=registry, seed=1
+    )
+    x, mask = make_batch(config, PROBE_BATCH, device, job.torch_dtype, seed=1)
+    expected = probe(models[REFERENCE], x, mask)
+    found = {}
+    for name in names:
+        check = check_against(models[name], expected, x, mask, tolerance_for(models[name], job.torch_dtype))
+        found[name] = (check.rel_error, check.tolerance)
+    return found
+
+
+def select_backend(
+    job: Job,
+    *,
+    backend: str = "auto",
+    registry: Registry | None = None,
+    refresh: bool = False,
+    cache: SelectionCache | None = None,
+    timer: Timer | None = None,
+) -> Selection:
+    """Choose the backend for ``job``.
+
+    Args:
+        job: the model, device, dtype, mode and length of the work.
+        backend: 'auto', or a name to check and use as named.
+        registry: where backends come from (default: the process-wide registry).
+        refresh: ignore a cached decision and measure again (the new one is cached).
+        cache: the decision cache (default: ``SelectionCache()`` at ``cache_path()``).
+        timer: measures one backend on the job (default: ``measure_backend``); tests pass fake timings.
+
+    Raises:
+        UnknownBackendError: ``backend`` is not registered.
+        BackendUnavailableError: the named backend cannot run this job (with every reason), or no backend can.
+    """
+    registry = registry or get_registry()
+    hardware = detect_hardware()
+    dtype = job.torch_dtype
+    training = job.mode == "train"
+
+    def reasons_of(name: str) -> list[Reason]:
+        return eligibility_reasons(
+            registry.backend(name).cls,
+            hardware,
+            job.device,
+            dtype,
+            training=training,
+            need_weights=job.need_weights,
+            allow_approx=job.allow_approx,
+        )
+
+    if backend != "auto":
+        reasons = reasons_of(backend)  # UnknownBackendError for an unknown name
+        if reasons:
+            raise BackendUnavailableError(
+                f"backend {backend!r} cannot run this job ({job.device}, {job.dtype}, {job.mode}): "
+                + "; ".join(str(r) for r in reasons)
+            )
+        return Selection(
+            backend=backend,
+            job=job,
+            named=True,
+            candidates=(Candidate(name=backend, status="chosen", reasons=("named",)),),
+        )
+
+    cache = cache if cache is not None else SelectionCache()
+    key = selection_key(job, registry, hardware)
+    if not refresh and (hit := _from_cache(cache.get(key), job, key, registry, reasons_of)) is not None:
+        log.info("backend %s for this job (cached decision %s)", hit.backend, key)
+        return hit
+    selection = _select(job, registry, reasons_of, key, timer or (lambda name, j: measure_backend(name, j, registry)))
+    cache.put(
+        key,
+        {
+            "backend": selection.backend,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "candidates": [attrs.asdict(c) for c in selection.candidates],
+        },
+    )
+    for line in selection.lines():
+        log.info("select: %s", line)
+    return selection
+
+
+def _from_cache(
+    entry: dict[str, Any] | None, job: Job, key: str, registry: Registry, reasons_of: Callable[[str], list[Reason]]
+) -> Selection | None:
+    if entry is None:
+        return None
+    try:
+        candidates = tuple(Candidate(**{**c, "reasons": tuple(c.get("reasons", ()))}) for c in entry["candidates"])
+        chosen = str(entry["backend"])
+    except (KeyError, TypeError):
+        return None
+    if chosen not in registry.backends or reasons_of(chosen):  # the world changed under the same key
+        return None
+    return Selection(backend=chosen, job=job, candidates=candidates, cached=True, key=key)
+
+
+def _select(
+    job: Job, registry: Registry, reasons_of: Callable[[str], list[Reason]], key: str, timer: Timer
+) -> Selection:
+    outcomes: dict[str, Candidate] = {}
+    eligible = []
+    for name in sorted(registry.backends):
+        reasons = reasons_of(name)
+        if reasons:
+            outcomes[name] = Candidate(name=name, status="unavailable", reasons=tuple(str(r) for r in reasons))
+        else:
+            eligible.append(name)
+    from ._bench import REFERENCE
+
+    if REFERENCE not in registry.backends or REFERENCE in outcomes:
+        raise BackendUnavailableError(
+            f"cannot select: the reference backend {REFERENCE!r} is needed to check the others and cannot run here"
+        )
+    checks = _check_all([n for n in eligible if n != REFERENCE], job, registry)
+    correct = [REFERENCE]
+    for name, (error, tolerance) in checks.items():
+        if error == error and error <= tolerance:  # NaN fails
+            correct.append(name)
+        else:
+            outcomes[name] = Candidate(name=name, status="failed", rel_error=error, tolerance=tolerance)
+    # Cheapest declared warm-up first, so a backend whose warm-up alone exceeds the best job cost is skipped.
+    correct.sort(key=lambda n: (registry.backend(n).cls.capabilities.warmup_seconds, n))
+    measured: dict[str, Candidate] = {}
+    for name in correct:
+        declared = registry.backend(name).cls.capabilities.warmup_seconds
+        best = min((c.total_s for c in measured.values() if c.total_s is not None), default=None)
+        if best is not None and declared >= best:
+            outcomes[name] = Candidate(
+                name=name,
+                status="slower",
+                reasons=(f"declared warm-up {declared:.0f} s alone exceeds the best job cost ({best:.1f} s)",),
+                rel_error=checks.get(name, (0.0, 0.0))[0],
+            )
+            continue
+        try:
+            step_ms, warmup_s = timer(name, job)
+        except Exception as e:  # a backend that passed its checks but breaks at the job's shapes
+            outcomes[name] = Candidate(name=name, status="error", reasons=(f"{type(e).__name__}: {e}",))
+            continue
+        measured[name] = Candidate(
+            name=name,
+            status="slower",
+            step_ms=step_ms,
+            warmup_s=warmup_s,
+            total_s=warmup_s + job.steps * step_ms / 1000.0,
+            rel_error=checks.get(name, (0.0, 0.0))[0],
+        )
+    if not measured:
+        raise BackendUnavailableError(
+            "no backend could be measured for this job: " + "; ".join(c.line() for c in outcomes.values())
+        )
+    winner = min(measured.values(), key=lambda c: (c.total_s, c.name))
+    measured[winner.name] = attrs.evolve(winner, status="chosen")
+    outcomes.update(measured)
+    order = sorted(outcomes.values(), key=lambda c: (c.status != "chosen", c.total_s is None, c.total_s or 0.0, c.name))
+    return Selection(backend=winner.name, job=job, candidates=tuple(order), key=key)
+
+
+def job_for_model(config: ModelConfig) -> Job:
+    """The job ``Autoencoder(config, backend='auto')`` selects for: training on the best device here, float32."""
+    return Job(config=config, device=detect_hardware().device)
