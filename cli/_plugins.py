@@ -208,3 +208,54 @@ def _forget_registry() -> None:
     registry = sys.modules.get("quatrain.registry")  # not imported yet: nothing to forget (and no torch import)
     if registry is not None:
         registry.set_registry(None)
+
+
+@plugins.command()
+@click.argument("backend")
+@click.option(
+    "--device", "devices", multiple=True, help="Test on this device (repeatable; default: declared and here)."
+)
+@click.option("--dtype", "dtypes", multiple=True, help="Test in this dtype (repeatable; default: the declared ones).")
+@click.option(
+    "--rnn",
+    "rnn_kinds",
+    multiple=True,
+    type=click.Choice(["lstm", "gru", "rnn"]),
+    help="Decoder RNN kinds for the whole-model checks (repeatable; default: all).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, inputs and coins.")
+@json_option
+def check(
+    backend: str,
+    devices: tuple[str, ...],
+    dtypes: tuple[str, ...],
+    rnn_kinds: tuple[str, ...],
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Run the conformance kit (quatrain.testing) on one backend against 'naive' and print its report.
+
+    Exits 1 when a check fails. An approximate backend (capabilities exact=false) is expected to
+    differ from the reference; the report then says by how much.
+    """
+    from quatrain.registry import get_registry
+    from quatrain.testing import check_backend
+
+    entry = get_registry().backend(backend)
+    report = check_backend(
+        backend,
+        devices=devices or None,
+        dtypes=dtypes or None,
+        rnn_kinds=rnn_kinds or ("lstm", "gru", "rnn"),
+        seed=seed,
+    )
+    exact = entry.cls.capabilities.exact
+    if as_json:
+        emit_json({**report.to_dict(), "exact": exact, "distribution": entry.distribution})
+    else:
+        click.echo(f"{backend} from {entry.distribution or entry.plugin} {entry.version or ''}".rstrip())
+        if not exact:
+            click.echo(f"{backend} declares exact=false: it approximates the reference, so differences are expected")
+        click.echo(report.format())
+    if not report.passed:
+        raise click.exceptions.Exit(1)

@@ -265,3 +265,58 @@ def test_probe_runs_a_fresh_interpreter():
     data = _plugins.probe()
     assert {p["name"] for p in data["plugins"]} >= {"naive", "models"}
     assert "quatrain" in data["distributions"]
+
+
+def test_check_prints_the_kits_report_and_its_verdict(install, monkeypatch):
+    import quatrain.testing
+    from quatrain.testing import CheckResult, ConformanceReport
+
+    install("acme-attn", {"other": GOOD})
+    asked = []
+
+    def fake_check(backend, **kwargs):
+        asked.append((backend, kwargs))
+        ok = CheckResult(name="decode.parallel[gru]", device="cpu", dtype="float32", passed=True, detail="fine")
+        return ConformanceReport(backend=backend, reference="naive", seed=kwargs["seed"], checks=(ok,))
+
+    monkeypatch.setattr(quatrain.testing, "check_backend", fake_check)
+    result = run("plugins", "check", "other", "--dtype", "float32", "--rnn", "gru", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert asked == [("other", {"devices": None, "dtypes": ("float32",), "rnn_kinds": ("gru",), "seed": 3})]
+    assert result.output.splitlines()[0] == "other from acme-attn 1.2.3"
+    assert "conformance of 'other' against 'naive' (seed 3): PASSED" in result.output
+    report = json.loads(run("plugins", "check", "other", "--json").output)
+    assert report["passed"] is True and report["exact"] is True and report["distribution"] == "acme-attn"
+    assert asked[-1][1]["rnn_kinds"] == ("lstm", "gru", "rnn") and asked[-1][1]["dtypes"] is None
+
+
+WRONG = """
+    import torch
+    from quatrain import hookimpl
+    from quatrain.plugins.naive import NaiveAttention
+
+    class Wrong(NaiveAttention):
+        name = "wrong"
+
+        def step(self, query, state, need_weights=False):
+            context, weights = super().step(query, state, need_weights)
+            return context * 1.01, weights
+
+    @hookimpl
+    def register_attention_backends(register):
+        register(Wrong)
+"""
+
+
+@pytest.mark.slow
+def test_check_fails_a_backend_that_differs_from_naive(install):
+    """The real kit, on one small cell of its matrix."""
+    install("acme-attn", {"wrong": WRONG})
+    result = run("plugins", "check", "wrong", "--dtype", "float32", "--rnn", "rnn")
+    assert result.exit_code == 1
+    assert "FAILED" in result.output and "FAIL  module.step " in result.output
+
+
+def test_check_an_unknown_backend_is_one_line():
+    result = run("plugins", "check", "nope")
+    assert result.exit_code == 1 and result.output.startswith("Error: unknown backend 'nope'; registered: ")
