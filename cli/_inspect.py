@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -12,13 +11,14 @@ from ._common import emit_json, json_option
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("checkpoint", metavar="CHECKPOINT|ZOO_NAME")
 @json_option
-def inspect(checkpoint: Path, as_json: bool) -> None:
-    """Show a checkpoint's metadata, config, backend, layout and parameter count."""
+def inspect(checkpoint: str, as_json: bool) -> None:
+    """Show a checkpoint's (or a zoo model's) metadata, config, backend, layout and parameter count."""
     from quatrain import read_info
+    from quatrain.registry import resolve_checkpoint
 
-    info = read_info(checkpoint)
+    info = read_info(resolve_checkpoint(checkpoint))
     standard = {"format", "quatrain_version", "torch_version", "config", "backend", "layout"}
     extra: dict[str, Any] = {}
     for key, value in info.metadata.items():

@@ -91,3 +91,12 @@ def test_path_weights_refuses_altered_weights(stored):
     stored.weights.write_bytes(stored.weights.read_bytes() + b"x")
     result = run("zoo", "path", "mine", "--weights")
     assert result.exit_code == 1 and "sha256" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_inspect_takes_a_zoo_name(stored):
+    result = run("inspect", "mine", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["path"] == str(stored.weights) and report["metadata"]["zoo_name"] == "mine"
+    stored.weights.write_bytes(stored.weights.read_bytes() + b"x")
+    assert "sha256" in run("inspect", "mine").output
