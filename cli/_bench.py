@@ -28,6 +28,10 @@ def _check_cell(variant: dict[str, Any]) -> str:
     return f"{'ok' if check['ok'] else 'WRONG'} {check['rel_error']:.1e}"
 
 
+def _num(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
+
+
 def report_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the results table (the text table and the markdown one share them)."""
     header = ["variant", "vs naive"]
@@ -42,11 +46,15 @@ def report_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             t = v["modes"][mode]
             mark = " *" if best.get(mode) == v["name"] else ""
             path = " (seq)" if mode == "train-par" and t["path"] == "sequential" else ""
+            if t["median_ms"] is None:
+                row += ["error", "-", "-"]
+                continue
             row.append(f"{t['median_ms']:.1f} ±{t['iqr_ms'] / 2:.1f}{path}{mark}")
-            row.append(f"{t['x_baseline']:.2f}")
-            row.append("-" if t["x_naive"] is None else f"{t['x_naive']:.2f}")
-        row.append(" / ".join(f"{v['modes'][m]['warmup_ms'] / 1000:.1f}" for m in MODE_TITLES))
-        row.append(f"{max(v['modes'][m]['peak_mem_mb'] for m in MODE_TITLES):.0f}")
+            row.append(_num(t["x_baseline"], ".2f"))
+            row.append(_num(t["x_naive"], ".2f"))
+        row.append(" / ".join(_num(v["modes"][m]["warmup_ms"], ".1f", 1e-3) for m in MODE_TITLES))
+        peaks = [v["modes"][m]["peak_mem_mb"] for m in MODE_TITLES if v["modes"][m]["peak_mem_mb"] is not None]
+        row.append(f"{max(peaks):.0f}" if peaks else "-")
         row.append("/".join("y" if v["modes"][m]["graphed"] else "n" for m in MODE_TITLES))
         rows.append(row)
     return header, rows

@@ -83,7 +83,7 @@ def select(
         allow_approx=allow_approx,
     )
     if backend == "auto":
-        click.echo(f"measuring the eligible backends on {job.device} (a few steps each)...", err=True)
+        click.echo(f"selecting a backend for {job.device} (measuring a few steps each unless cached)...", err=True)
     selection = select_backend(job, backend=backend, refresh=refresh)
     if as_json:
         emit_json(selection.to_dict())

@@ -34,6 +34,11 @@ def _signature(x: Tensor, mask: Tensor) -> Signature:
     return tuple(x.shape), x.dtype, x.device, tuple(mask.shape)
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else ""
+
+
 class _Graphed:
     """Runs ``body(x, mask) -> Tensor`` eagerly, or replays it from one CUDA graph captured on static inputs.
 
@@ -97,8 +102,13 @@ class _Graphed:
             if self._stream is None:
                 self._stream = torch.cuda.Stream(device=x.device)
             self._stream.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(self._stream):
-                result = self.body(x, mask)
+            try:
+                with torch.cuda.stream(self._stream):
+                    result = self.body(x, mask)
+            except Exception as e:  # e.g. a backend that captures graphs of its own: run it as it wants
+                torch.cuda.synchronize(x.device)
+                self._give_up(f"warm-up on a side stream failed: {type(e).__name__}: {_first_line(e)}")
+                return self.body(x, mask)
             torch.cuda.current_stream(x.device).wait_stream(self._stream)
             return result
         return self._capture(x, mask)
@@ -112,7 +122,7 @@ class _Graphed:
                 result = self.body(sx, smask)
         except Exception as e:  # an op that cannot be captured (host sync, nested graphs): run eagerly
             torch.cuda.synchronize(x.device)
-            self._give_up(f"capture failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}")
+            self._give_up(f"capture failed: {type(e).__name__}: {_first_line(e)}")
             return self.body(x, mask)
         self.graph, self.static, self.signature = graph, (sx, smask, result), _signature(x, mask)
         log.info("%s: captured one CUDA graph for batch %s %s", self.what, tuple(x.shape), x.dtype)

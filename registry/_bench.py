@@ -273,6 +273,28 @@ def measure(
     )
 
 
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def failed(reason: str) -> Timing:
+    """The timing of a variant that raised: NaN times, the error as its note."""
+    nan = math.nan
+    return Timing(
+        median_ms=nan,
+        q1_ms=nan,
+        q3_ms=nan,
+        iters=0,
+        warmup_ms=nan,
+        warmup_iters=0,
+        peak_mem_mb=nan,
+        path="-",
+        graphed=False,
+        note=f"error: {reason}",
+    )
+
+
 def _versions(registry: Registry) -> dict[str, str | None]:
     found: dict[str, str | None] = {"quatrain": quatrain_version(), "torch": torch.__version__}
     for name in ("numpy", "pluggy", "triton"):
@@ -359,12 +381,26 @@ def run_bench(
         for name in names:
             tick(f"check {name}")
             if name != BASELINE:
-                checks[name] = check_against(models[name], expected, x, mask, tolerance_for(models[name], dtype))
+                try:
+                    checks[name] = check_against(models[name], expected, x, mask, tolerance_for(models[name], dtype))
+                except Exception as e:  # someone else's code: report it in its row, keep benchmarking the rest
+                    checks[name] = Check(rel_error=math.nan, tolerance=0.0, worst=f"raised {_one_line(e)}")
     timings: dict[str, dict[str, Timing]] = {name: {} for name in names}
     for mode in MODES:
         for name in names:
             tick(f"{MODE_TITLES[mode]}: {name}")
-            timings[name][mode] = measure(models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=graphs)
+            try:
+                timings[name][mode] = measure(
+                    models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=graphs
+                )
+            except Exception as e:  # report the failure in the table, keep benchmarking the rest
+                timings[name][mode] = failed(_one_line(e))
+                if graphs:  # a backend that cannot live inside an outer graph may still run eagerly
+                    try:
+                        t = measure(models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=False)
+                        timings[name][mode] = attrs.evolve(t, note=f"eager: with graphs it raised {_one_line(e)}")
+                    except Exception as again:
+                        timings[name][mode] = failed(_one_line(again))
             gc.collect()
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
@@ -396,11 +432,11 @@ def _report(
             base = timings[BASELINE][mode].median_ms
             ref = timings[REFERENCE][mode].median_ms if REFERENCE in timings else None
             modes[mode] = {
-                **attrs.asdict(t),
-                "iqr_ms": t.iqr_ms,
+                **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in attrs.asdict(t).items()},
+                "iqr_ms": _finite(t.iqr_ms),
                 "teacher_forcing": TEACHER_FORCING[mode],
-                "x_baseline": t.median_ms / base,
-                "x_naive": t.median_ms / ref if ref else None,
+                "x_baseline": _finite(t.median_ms / base),
+                "x_naive": _finite(t.median_ms / ref) if ref else None,
             }
         check = checks.get(name)
         variants.append(
@@ -408,7 +444,9 @@ def _report(
                 "name": name,
                 "kind": "baseline" if name == BASELINE else ("reference" if name == REFERENCE else "backend"),
                 "correct": None if check is None else check.ok,
-                "check": None if check is None else {**attrs.asdict(check), "ok": check.ok},
+                "check": None
+                if check is None
+                else {**attrs.asdict(check), "rel_error": _finite(check.rel_error), "ok": check.ok},
                 "modes": modes,
             }
         )
@@ -434,6 +472,10 @@ def _report(
     }
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def summarise(variants: list[dict[str, Any]]) -> dict[str, Any]:
     """The headline figures: the fastest correct backend per mode and its ratios."""
     by_name = {v["name"]: v for v in variants}
@@ -442,17 +484,20 @@ def summarise(variants: list[dict[str, Any]]) -> dict[str, Any]:
     for mode in MODES:
         if not ranked or BASELINE not in by_name:
             continue
-        best = min(ranked, key=lambda v: v["modes"][mode]["median_ms"])
+        timed = [v for v in ranked if v["modes"][mode]["median_ms"] is not None]
+        if not timed or by_name[BASELINE]["modes"][mode]["median_ms"] is None:
+            continue
+        best = min(timed, key=lambda v: v["modes"][mode]["median_ms"])
         entry = {
             "best": best["name"],
             "median_ms": best["modes"][mode]["median_ms"],
             "x_baseline": best["modes"][mode]["x_baseline"],
         }
-        if REFERENCE in by_name:
-            entry["naive_over_best"] = by_name[REFERENCE]["modes"][mode]["median_ms"] / entry["median_ms"]
+        naive_ms = by_name[REFERENCE]["modes"][mode]["median_ms"] if REFERENCE in by_name else None
+        if naive_ms is not None:
+            entry["naive_over_best"] = naive_ms / entry["median_ms"]
         summary[mode] = entry
-    if REFERENCE in by_name and "train-par" in summary:
-        summary["naive_seq_over_best_par"] = (
-            by_name[REFERENCE]["modes"]["train-seq"]["median_ms"] / summary["train-par"]["median_ms"]
-        )
+    naive_seq = by_name[REFERENCE]["modes"]["train-seq"]["median_ms"] if REFERENCE in by_name else None
+    if naive_seq is not None and "train-par" in summary:
+        summary["naive_seq_over_best_par"] = naive_seq / summary["train-par"]["median_ms"]
     return summary

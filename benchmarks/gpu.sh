@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The H200 benchmark, as run through the device tool: install quatrain against the machine's own torch,
+# run the CUDA tests of the train step, the seed-preset bench in fp32 and bf16, and a profile.
+# Everything lands in $OUT. Local dry run on CPU:  OUT=/tmp/out PRESET=tiny DEVICE=cpu ITERS=3 benchmarks/gpu.sh
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:?set OUT}
+PY=${PY:-python3}
+PRESET=${PRESET:-seed}
+DEVICE=${DEVICE:-cuda}
+ITERS=${ITERS:-30}
+BACKENDS=${BACKENDS:-}
+DTYPES=${DTYPES:-fp32 bf16}
+export QUATRAIN_CACHE=$OUT/cache
+start=$(date +%s)
+stamp() { echo "=== $(( $(date +%s) - start )) s: $*"; }
+
+if [ -z "${SKIP_INSTALL:-}" ]; then
+  stamp install
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+  fi
+  $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | tail -3
+fi
+stamp versions
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu --format=csv 2>/dev/null
+$PY -c "import torch, quatrain; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
+$PY -m quatrain backends --device "$DEVICE" 2>&1 | tee "$OUT/backends.txt"
+
+if [ "$DEVICE" = cuda ]; then
+  stamp gpu tests
+  timeout 90 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py 2>&1 | tail -8 | tee "$OUT/gpu-tests.txt"
+fi
+
+for dtype in $DTYPES; do
+  stamp "bench $PRESET $DEVICE $dtype"
+  timeout "${BENCH_TIMEOUT:-220}" $PY -m quatrain bench --preset "$PRESET" --device "$DEVICE" --dtype "$dtype" \
+    --iters "$ITERS" ${BACKENDS:+--backends "$BACKENDS"} \
+    --out "$OUT/$DEVICE-$PRESET-$dtype.json" --markdown "$OUT/$DEVICE-$PRESET-$dtype.md" 2>"$OUT/$DEVICE-$PRESET-$dtype.log"
+  echo "exit $?"; tail -3 "$OUT/$DEVICE-$PRESET-$dtype.log"
+done
+
+stamp profile
+timeout 60 $PY benchmarks/profile_gpu.py --preset "$PRESET" --device "$DEVICE" > "$OUT/profile.txt" 2>&1
+echo "exit $?"; tail -40 "$OUT/profile.txt"
+stamp done
