@@ -92,10 +92,6 @@ def _copy_project(target: Path) -> Path:
     return target
 
 
-def _has_command(help_text: str, name: str) -> bool:
-    return any(line.split()[:1] == [name] for line in help_text.splitlines())
-
-
 BROKEN_PLUGIN = {
     "pyproject.toml": """
         [build-system]
@@ -142,13 +138,20 @@ def test_installed_into_a_fresh_venv(tmp_path):
     assert backends["local-window"]["capabilities"]["exact"] is False
     assert "local-window" in sh(quatrain_cmd, "backends").stdout
 
-    if _has_command(sh(quatrain_cmd, "plugins", "--help").stdout, "check"):
-        checked = sh(quatrain_cmd, "plugins", "check", "local-window", ok=False)
-        assert "local-window" in checked.stdout + checked.stderr
-        assert "Traceback" not in checked.stderr
-    if _has_command(sh(quatrain_cmd, "--help").stdout, "select"):
-        selected = sh(quatrain_cmd, "select", "--allow-approx", "--json", ok=False)
-        assert "local-window" in selected.stdout, selected.stdout + selected.stderr
+    checked = sh(quatrain_cmd, "plugins", "check", "local-window", "--dtype", "float32", "--rnn", "lstm", ok=False)
+    assert "Traceback" not in checked.stderr
+    assert "local-window declares exact=false" in checked.stdout
+    assert "conformance of 'local-window' against 'naive' (seed 0)" in checked.stdout
+
+    env["QUATRAIN_CACHE"] = str(tmp_path / "cache")
+    job = ("--preset", "tiny", "--steps", "10", "--device", "cpu", "--json")
+    considered = {
+        c["name"]: c for c in json.loads(sh(quatrain_cmd, "select", "--allow-approx", *job).stdout)["candidates"]
+    }
+    assert considered["local-window"]["status"] != "unavailable", considered["local-window"]
+    exact_only = {c["name"]: c for c in json.loads(sh(quatrain_cmd, "select", *job).stdout)["candidates"]}
+    assert exact_only["local-window"]["status"] == "unavailable"
+    assert "approximates" in " ".join(exact_only["local-window"]["reasons"])
 
     broken = tmp_path / "broken"
     broken.mkdir()
