@@ -150,3 +150,70 @@ def path(name: str | None, weights: bool) -> None:
         return
     entry = store.entry(name)
     click.echo(str(entry.verify() if weights else entry.folder))
+
+
+@zoo.command(name="train")
+@click.argument("name")
+@click.option("--device", default=None, help="'cpu', 'cuda', 'cuda:N' or 'auto' (default: the recipe's, else auto).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
+@click.option(
+    "--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the recipe's minutes."
+)
+@click.option("--resume", is_flag=True, help="Continue the interrupted run of this card (same recipe).")
+def train_(name: str, device: str | None, epochs: int | None, time_limit: float | None, resume: bool) -> None:
+    """Train a card's recipe, measure it on its held-out test poems (fully autoregressive), and store it.
+
+    The run's checkpoint, resumable state and log are kept in the store's runs/NAME folder; the trained
+    model goes to the store as NAME, with the test metrics, the recipe and the data split in its card.
+    """
+    from quatrain._train import TrainConfig, evaluate_checkpoint, paths_for, train
+    from quatrain.registry import Store, get_card
+
+    card = get_card(name)
+    store = Store()
+    overrides = {k: v for k, v in (("device", device), ("epochs", epochs), ("time_limit", time_limit)) if v is not None}
+    recipe = {**card.recipe, **overrides}
+    config = TrainConfig.from_dict({"model": card.config.to_dict(), **recipe})
+    run_dir = store.root.parent / "runs" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out, state, _ = paths_for(run_dir / "model.safetensors")
+    if resume and not state.is_file():
+        raise click.ClickException(f"no interrupted run of {name!r} to resume ({str(state)!r} does not exist)")
+
+    def progress(record: dict[str, Any]) -> None:
+        click.echo(
+            f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
+            f"val cosine {record['val_cosine']:.4f}  val top-1 {record['val_word_top1']:.4f}  "
+            f"tf {record['teacher_forcing']:.2f}  {record['seconds']:.0f}s"
+        )
+
+    result = train(config, out, resume=state if resume else None, on_epoch=progress)
+    click.echo(f"stopped: {result.stop_reason}; best epoch {result.best_epoch}; measuring the test poems...")
+    test = evaluate_checkpoint(result.checkpoint, "test", device=config.device, data=result.data)
+    metrics = {
+        "token_cosine": test["cosine"],
+        "top1": test["word_top1"],
+        "top5": test["word_top5"],
+        "split": "test",
+        "teacher_forcing": test["teacher_forcing"],
+        "windows": test["windows"],
+        "tokens": test["tokens"],
+        "epoch": test["epoch"],
+    }
+    data = {k: v for k, v in result.data.split_metadata().items() if k != "split"}
+    data["poems"] = {split: len(poems) for split, poems in result.data.split_metadata()["split"].items()}
+    command = " ".join(
+        ["quatrain", "zoo", "train", name, *(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())]
+    )
+    entry = store.put_checkpoint(
+        name,
+        result.checkpoint,
+        description=card.description,
+        metrics=metrics,
+        recipe={**config.to_dict(), "command": command},
+        data=data,
+    )
+    click.echo(
+        f"stored {name} in {entry.folder}: test token cosine {metrics['token_cosine']:.4f}, "
+        f"word top-1 {metrics['top1']:.4f} (fully autoregressive, {metrics['tokens']} tokens)"
+    )

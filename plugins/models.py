@@ -16,7 +16,6 @@ SONNETS_RECIPE: dict[str, Any] = {
     "lr": 3e-3,
     "teacher_forcing": "1.0",
     "patience": 4,
-    "time_limit": 20.0,
     "val_word_tokens": 2048,
     "seed": 0,
     "device": "cpu",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import quatrain
+from quatrain import hookimpl
 from quatrain.cli import cli
-from quatrain.registry import Store
+from quatrain.registry import Store, load_registry, set_registry
 
 
 @pytest.fixture(name="home")
@@ -52,7 +54,7 @@ def test_show_a_card_without_weights(home):
     result = run("zoo", "show", "seed")
     assert result.exit_code == 0, result.output
     assert "not trained" in result.output and "hidden_size       512" in result.output
-    assert json.loads(run("zoo", "show", "seed", "--json").output)["card"]["config"]["embed_dim"] == 300
+    assert json.loads(run("zoo", "show", "seed", "--json").output)["card"]["config"]["hidden_size"] == 512
 
 
 @pytest.mark.parametrize("args", [("show", "nope"), ("rm", "nope", "--yes"), ("path", "nope")], ids=lambda a: a[0])
@@ -100,3 +102,70 @@ def test_inspect_takes_a_zoo_name(stored):
     assert report["path"] == str(stored.weights) and report["metadata"]["zoo_name"] == "mine"
     stored.weights.write_bytes(stored.weights.read_bytes() + b"x")
     assert "sha256" in run("inspect", "mine").output
+
+
+class _MiniCard:
+    """A card whose recipe trains on a tiny corpus and 16-d vectors written into tmp_path."""
+
+    def __init__(self, folder):
+        words = [
+            "the",
+            "a",
+            "sun",
+            "moon",
+            "day",
+            "night",
+            "sea",
+            "sky",
+            "rose",
+            "thee",
+            "shall",
+            "i",
+            "compare",
+            "to",
+            "summer's",
+        ]
+        vectors = torch.randn(len(words) + 1, 16, generator=torch.Generator().manual_seed(1))
+        lines = [f"{w} {' '.join(f'{v:.4f}' for v in row)}" for w, row in zip([*words, "summer"], vectors, strict=True)]
+        (folder / "vectors.txt").write_text("\n".join(lines) + "\n")
+        poems = [" ".join(words[(i + j) % len(words)] for j in range(5)) for i in range(40)]
+        (folder / "poems.txt").write_text("\n\n".join(poems) + "\n")
+        self.recipe = {
+            "corpus": str(folder / "poems.txt"),
+            "embeddings": str(folder / "vectors.txt"),
+            "epochs": 3,
+            "batch_size": 8,
+            "val_word_tokens": 0,
+            "device": "cpu",
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+        }
+
+    @hookimpl
+    def register_models(self, register):
+        register("mini", description="trained in a test", config="tiny", recipe=self.recipe)
+
+
+def test_zoo_train_trains_measures_and_stores_a_card(home, tmp_path):
+    set_registry(load_registry(plugins=[("mini-card", _MiniCard(tmp_path))]))
+    result = run("zoo", "train", "mini", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "epoch   2" in result.output and "stored mini in" in result.output
+    entry = Store().entry("mini")
+    card = entry.card
+    assert card.description == "trained in a test" and entry.origin == "store"
+    assert card.metrics["split"] == "test" and card.metrics["teacher_forcing"] == 0.0
+    assert card.metrics["tokens"] > 0 and -1 <= card.metrics["token_cosine"] <= 1 and 0 <= card.metrics["top1"] <= 1
+    assert card.recipe["command"] == "quatrain zoo train mini --epochs 2" and card.recipe["epochs"] == 2
+    assert card.data["fingerprint"] and set(card.data["poems"]) == {"train", "val", "test"}
+    assert (home / "runs" / "mini" / "model.log.jsonl").is_file()
+    result = run("zoo", "train", "mini", "--resume")  # up to the recipe's 3 epochs, from epoch 2's state
+    assert result.exit_code == 0, result.output
+    assert "epoch   3" in result.output and "epoch   1" not in result.output
+    assert Store().entry("mini").card.recipe["command"] == "quatrain zoo train mini"
+
+
+def test_zoo_train_resume_needs_a_run(home, tmp_path):
+    set_registry(load_registry(plugins=[("mini-card", _MiniCard(tmp_path))]))
+    result = run("zoo", "train", "mini", "--resume")
+    assert result.exit_code == 1 and "no interrupted run of 'mini' to resume" in result.output
