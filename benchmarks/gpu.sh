@@ -27,20 +27,33 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 $PY -c "import torch, quatrain; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 $PY -m quatrain backends --device "$DEVICE" 2>&1 | tee "$OUT/backends.txt"
 
-if [ "$DEVICE" = cuda ]; then
+if [ "$DEVICE" = cuda ] && [ -z "${SKIP_TESTS:-}" ]; then
   stamp gpu tests
   timeout 90 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py 2>&1 | tail -8 | tee "$OUT/gpu-tests.txt"
 fi
 
+bench() {  # bench NAME TIMEOUT ARGS...
+  local name=$1 limit=$2; shift 2
+  stamp "bench $name"
+  timeout "$limit" $PY -m quatrain bench --preset "$PRESET" --device "$DEVICE" --iters "$ITERS" \
+    ${BACKENDS:+--backends "$BACKENDS"} "$@" \
+    --out "$OUT/$name.json" --markdown "$OUT/$name.md" 2>"$OUT/$name.log"
+  echo "exit $?"; tail -2 "$OUT/$name.log"; cat "$OUT/$name.md" 2>/dev/null | tail -12
+}
 for dtype in $DTYPES; do
-  stamp "bench $PRESET $DEVICE $dtype"
-  timeout "${BENCH_TIMEOUT:-220}" $PY -m quatrain bench --preset "$PRESET" --device "$DEVICE" --dtype "$dtype" \
-    --iters "$ITERS" ${BACKENDS:+--backends "$BACKENDS"} \
-    --out "$OUT/$DEVICE-$PRESET-$dtype.json" --markdown "$OUT/$DEVICE-$PRESET-$dtype.md" 2>"$OUT/$DEVICE-$PRESET-$dtype.log"
-  echo "exit $?"; tail -3 "$OUT/$DEVICE-$PRESET-$dtype.log"
+  limit=${BENCH_TIMEOUT:-200}; [ "$dtype" = fp32 ] && limit=${FP32_TIMEOUT:-$limit}
+  bench "$DEVICE-$PRESET-$dtype" "$limit" --dtype "$dtype"
 done
 
-stamp profile
-timeout 60 $PY benchmarks/profile_gpu.py --preset "$PRESET" --device "$DEVICE" > "$OUT/profile.txt" 2>&1
-echo "exit $?"; tail -40 "$OUT/profile.txt"
+if [ -n "${PROFILE_DTYPE:-}" ]; then
+  stamp profile
+  timeout "${PROFILE_TIMEOUT:-50}" $PY benchmarks/profile_gpu.py --preset "$PRESET" --device "$DEVICE" --dtype "$PROFILE_DTYPE" \
+    --variants none,cached-decoder > "$OUT/profile-$PROFILE_DTYPE.txt" 2>&1
+  echo "exit $?"; grep -E "^## |launches" "$OUT/profile-$PROFILE_DTYPE.txt"
+fi
+
+if [ "$DEVICE" = cuda ] && [ -n "${TF32:-}" ]; then  # float32 with TF32 matmuls, in whatever time is left
+  left=$(( ${BUDGET_S:-585} - ($(date +%s) - start) ))
+  [ "$left" -gt 60 ] && BACKENDS=${TF32_BACKENDS:-$BACKENDS} bench "$DEVICE-$PRESET-fp32-tf32" "$left" --dtype fp32 --tf32
+fi
 stamp done

@@ -89,7 +89,9 @@ def heading(report: dict[str, Any]) -> str:
     setup, machine = report["setup"], report["machine"]
     hw = machine["hardware"]
     return (
-        f"{setup.get('preset') or 'custom'} preset, {setup['device']} {setup['dtype']}, batch {setup['batch_size']} x "
+        f"{setup.get('preset') or 'custom'} preset, {setup['device']} {setup['dtype']}"
+        f"{' (TF32 matmuls)' if setup.get('tf32_matmul') and setup['device'] == 'cuda' else ''}, "
+        f"batch {setup['batch_size']} x "
         f"{setup['seq_len']}, median ± half IQR of {setup['iters']} steps after {setup['warmup']} warm-up; "
         f"{hw['device_name']}, {machine['threads']} threads, torch {report['versions']['torch']}, {report['date']}"
     )
@@ -164,6 +166,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
 @click.option("--warmup", type=click.IntRange(min=1), default=None, help="Warm-up steps, timed apart [2 CPU, 4 GPU].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size.")
 @click.option("--no-graph", is_flag=True, help="On CUDA, run steps eagerly instead of replaying CUDA graphs.")
+@click.option(
+    "--tf32", is_flag=True, help="On CUDA, let float32 matmuls use TF32 tensor cores (cuDNN RNNs already do)."
+)
 @json_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
 @click.option(
@@ -181,6 +186,7 @@ def bench(
     warmup: int | None,
     batch_size: int,
     no_graph: bool,
+    tf32: bool,
     as_json: bool,
     out: Path | None,
     markdown: Path | None,
@@ -206,6 +212,8 @@ def bench(
     for name in names or ():
         registry.backend(name)  # an unknown name fails here, before minutes of measuring
     on_gpu = device == "cuda"
+    if tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
 
     def progress(done: int, total: int, label: str) -> None:
         click.echo(f"[{done}/{total}] {label}", file=sys.stderr)

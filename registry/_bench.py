@@ -37,6 +37,9 @@ MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer"
 # steps, gradients); a backend's own declared tolerance applies on top in float32.
 DTYPE_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
 
+TF32_TOLERANCE = 1e-2
+"""float32 with TF32 matmuls rounds operands to 10 mantissa bits (--tf32 on CUDA)."""
+
 Progress = Callable[[int, int, str], None]
 
 
@@ -183,7 +186,11 @@ def build_variants(
             model = Autoencoder(config, registry.backend(name).cls)
             own = convert_attention_tensors(state, reference.layout, model.layout)
             model.load_state_dict(own, strict=True)
-        models[name] = model.to(device=device, dtype=dtype)
+        model = model.to(device=device, dtype=dtype)
+        for module in model.modules():
+            if isinstance(module, torch.nn.RNNBase):
+                module.flatten_parameters()  # one contiguous weight buffer for cuDNN, as after any .to()
+        models[name] = model
     return models
 
 
@@ -196,21 +203,23 @@ def probe(model: Autoencoder, x: Tensor, mask: Tensor) -> dict[str, Tensor]:
     """Outputs and gradients that every variant with attention shares, in eval mode (no dropout)."""
     was_training = model.training
     model.eval()
-    try:
-        xi = x.detach().clone().requires_grad_(True)
-        model.zero_grad(set_to_none=True)
-        out = model(xi, mask, teacher_forcing=1.0).reconstruction
-        reconstruction_loss(out, xi, mask).backward()
-        found = {"output tf 1.0": out.detach(), "grad input": xi.grad.detach() if xi.grad is not None else xi}
-        for name, p in model.named_parameters():
-            if not name.startswith(ATTENTION_PREFIX) and p.grad is not None:
-                found[f"grad {name}"] = p.grad.detach().clone()
-        model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            found["output tf 0.0"] = model(x, mask, teacher_forcing=0.0).reconstruction
-        return found
-    finally:
-        model.train(was_training)
+    # cuDNN's RNN has no backward in eval mode; torch's own RNN kernels do (naive and the candidate alike).
+    with torch.backends.cudnn.flags(enabled=False):
+        try:
+            xi = x.detach().clone().requires_grad_(True)
+            model.zero_grad(set_to_none=True)
+            out = model(xi, mask, teacher_forcing=1.0).reconstruction
+            reconstruction_loss(out, xi, mask).backward()
+            found = {"output tf 1.0": out.detach(), "grad input": xi.grad.detach() if xi.grad is not None else xi}
+            for name, p in model.named_parameters():
+                if not name.startswith(ATTENTION_PREFIX) and p.grad is not None:
+                    found[f"grad {name}"] = p.grad.detach().clone()
+            model.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                found["output tf 0.0"] = model(x, mask, teacher_forcing=0.0).reconstruction
+            return found
+        finally:
+            model.train(was_training)
 
 
 def check_against(model: Autoencoder, expected: dict[str, Tensor], x: Tensor, mask: Tensor, tolerance: float) -> Check:
@@ -222,8 +231,13 @@ def check_against(model: Autoencoder, expected: dict[str, Tensor], x: Tensor, ma
 
 
 def tolerance_for(model: Autoencoder, dtype: torch.dtype) -> float:
+    """The backend's declared tolerance, floored by what the dtype's rounding alone reaches (TF32 counted)."""
     declared = model.decoder.attention.capabilities.tolerance if model.decoder.attention is not None else 0.0
-    return max(declared, DTYPE_TOLERANCE.get(str(dtype).removeprefix("torch."), 1e-2))
+    floor = DTYPE_TOLERANCE.get(str(dtype).removeprefix("torch."), 1e-2)
+    on_cuda = next(model.parameters()).is_cuda
+    if on_cuda and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        floor = max(floor, TF32_TOLERANCE)
+    return max(declared, floor)
 
 
 def measure(
@@ -464,6 +478,8 @@ def _report(
             "iters": iters,
             "warmup": warmup,
             "cuda_graph": graphs,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
             "optimizer": "AdamW lr 1e-3, weight decay 0.01, grad-norm clip 1.0",
         },
         "variants": variants,
