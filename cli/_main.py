@@ -11,6 +11,7 @@ from ._convert import convert
 from ._inspect import inspect
 from ._plugins import disable_plugins, plugins
 from ._select import select
+from ._training import evaluate, reconstruct, train
 from ._zoo import zoo
 
 
@@ -30,7 +31,7 @@ def cli(ctx: click.Context, debug: bool, disabled_plugins: tuple[str, ...]) -> N
     disable_plugins(ctx, disabled_plugins)
 
 
-for command in (backends, doctor, inspect, plugins, zoo, convert, bench, select):
+for command in (backends, doctor, inspect, plugins, zoo, convert, bench, select, train, evaluate, reconstruct):
     cli.add_command(command)
 
 

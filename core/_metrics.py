@@ -1,0 +1,92 @@
+"""Reconstruction metrics over real tokens only: token cosine, nearest-word top-1/top-5, per-position cosine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def nearest_words(pred: Tensor, vocabulary: Tensor, k: int = 5, chunk: int = 4096) -> Tensor:
+    """Indices (N, k) of the ``k`` vocabulary vectors with the highest cosine to each row of ``pred`` (N, E).
+
+    Args:
+        pred: predicted vectors (N, E).
+        vocabulary: (V, E) word vectors, or already unit-normalised ones (cosine is scale-free).
+        k: how many neighbours, best first.
+        chunk: rows of ``pred`` per matrix product (bounds memory at chunk x V).
+    """
+    vocab = F.normalize(vocabulary.float(), dim=-1, eps=1e-8)
+    out = []
+    for start in range(0, pred.shape[0], chunk):
+        q = F.normalize(pred[start : start + chunk].float(), dim=-1, eps=1e-8)
+        out.append((q @ vocab.T).topk(min(k, vocab.shape[0]), dim=-1).indices)
+    if not out:
+        return torch.zeros(0, k, dtype=torch.long, device=pred.device)
+    return torch.cat(out)
+
+
+class ReconstructionMetrics:
+    """Accumulates metrics over batches; token-weighted, pads excluded.
+
+    Args:
+        vocabulary: (V, E) the embedding vectors that nearest-word accuracy searches, or None to skip it.
+    """
+
+    def __init__(self, vocabulary: Tensor | None = None) -> None:
+        self.vocabulary = F.normalize(vocabulary.float(), dim=-1, eps=1e-8) if vocabulary is not None else None
+        self.tokens = 0
+        self.cosine_sum = 0.0
+        self.top1 = 0
+        self.top5 = 0
+        self.position_sum: Tensor = torch.zeros(0, dtype=torch.float64)
+        self.position_count: Tensor = torch.zeros(0, dtype=torch.long)
+        self.loss_sum = 0.0
+
+    def update(self, pred: Tensor, target: Tensor, mask: Tensor, ids: Tensor | None = None, loss: float = 0.0) -> None:
+        """Add a batch.
+
+        Args:
+            pred, target: (B, T, E) reconstruction and the true vectors.
+            mask: (B, T) bool, True at real tokens.
+            ids: (B, T) the true tokens' indices into the vocabulary (needed for word accuracy).
+            loss: the batch's mean loss over its real tokens (accumulated token-weighted).
+        """
+        cos = F.cosine_similarity(pred.float(), target.float(), dim=-1, eps=1e-8)  # (B, T)
+        m = mask.to(cos.device)
+        n = int(m.sum())
+        self.tokens += n
+        self.loss_sum += loss * n
+        self.cosine_sum += float(cos[m].double().sum())
+        T = cos.shape[1]
+        if self.position_sum.shape[0] < T:
+            grow = T - self.position_sum.shape[0]
+            self.position_sum = torch.cat([self.position_sum, torch.zeros(grow, dtype=torch.float64)])
+            self.position_count = torch.cat([self.position_count, torch.zeros(grow, dtype=torch.long)])
+        self.position_sum[:T] += (cos.double() * m).sum(dim=0).cpu()
+        self.position_count[:T] += m.sum(dim=0).cpu()
+        if self.vocabulary is not None and ids is not None and n:
+            vocab = self.vocabulary.to(pred.device)
+            top = nearest_words(pred[m], vocab, k=5)  # (n, 5)
+            truth = ids.to(pred.device)[m][:, None]
+            self.top1 += int((top[:, :1] == truth).sum())
+            self.top5 += int((top == truth).any(dim=1).sum())
+
+    def result(self) -> dict[str, Any]:
+        """{'tokens', 'loss', 'cosine', 'word_top1', 'word_top5' (None without a vocabulary), 'per_position_cosine'}."""
+        n = max(self.tokens, 1)
+        per_position = [
+            round(float(s / c), 6) if c else None
+            for s, c in zip(self.position_sum.tolist(), self.position_count.tolist(), strict=True)
+        ]
+        words = self.vocabulary is not None
+        return {
+            "tokens": self.tokens,
+            "loss": self.loss_sum / n,
+            "cosine": self.cosine_sum / n,
+            "word_top1": self.top1 / n if words else None,
+            "word_top5": self.top5 / n if words else None,
+            "per_position_cosine": per_position,
+        }
