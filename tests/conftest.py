@@ -47,3 +47,33 @@ def random_batch(config: quatrain.ModelConfig, lengths: list[int], T: int | None
 def _make_batch():
     """``make_batch(config, lengths, T=None) -> (x, mask)``: random word vectors, left-aligned mask."""
     return random_batch
+
+
+POETRY_WORDS = (
+    "the a of and to in my thy thou love rose sea night day light dark sweet fair old young heart eyes "
+    "sing song wind sky star moon sun , . ; ! ? ' 's - n't"
+).split()
+
+
+@pytest.fixture(name="poetry_files")
+def _poetry_files(tmp_path):
+    """A tiny corpus (18 poems, blank-line separated) and 16-d GloVe-format vectors for its words."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text(
+        "\n".join(f"{w} " + " ".join(f"{v:.5f}" for v in rng.standard_normal(16)) for w in POETRY_WORDS) + "\n",
+        encoding="utf-8",
+    )
+    content = [w for w in POETRY_WORDS if w.isalpha()]
+    poems = []
+    for p in range(18):
+        lines = []
+        for line in range(2 + p % 3):
+            words = [content[(p * 7 + line * 3 + k * 5) % len(content)] for k in range(3 + (p + line) % 4)]
+            lines.append(" ".join(words).capitalize() + (",", ".", ";")[line % 3])
+        poems.append("\n".join(lines))
+    corpus = tmp_path / "poems.txt"
+    corpus.write_text("\n\n".join(poems) + "\n", encoding="utf-8")
+    return corpus, vectors
