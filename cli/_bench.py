@@ -25,6 +25,8 @@ def _check_cell(variant: dict[str, Any]) -> str:
     check = variant["check"]
     if check is None:
         return "unchecked"
+    if check["rel_error"] is None:
+        return f"ERROR ({check['worst']})"
     return f"{'ok' if check['ok'] else 'WRONG'} {check['rel_error']:.1e}"
 
 
@@ -49,7 +51,8 @@ def report_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             if t["median_ms"] is None:
                 row += ["error", "-", "-"]
                 continue
-            row.append(f"{t['median_ms']:.1f} ±{t['iqr_ms'] / 2:.1f}{path}{mark}")
+            spec = ".2f" if t["median_ms"] < 100 else ".1f"
+            row.append(f"{t['median_ms']:{spec}} ±{t['iqr_ms'] / 2:{spec}}{path}{mark}")
             row.append(_num(t["x_baseline"], ".2f"))
             row.append(_num(t["x_naive"], ".2f"))
         row.append(" / ".join(_num(v["modes"][m]["warmup_ms"], ".1f", 1e-3) for m in MODE_TITLES))
