@@ -202,9 +202,8 @@ def train_(name: str, device: str | None, epochs: int | None, time_limit: float 
     }
     data = {k: v for k, v in result.data.split_metadata().items() if k != "split"}
     data["poems"] = {split: len(poems) for split, poems in result.data.split_metadata()["split"].items()}
-    command = " ".join(
-        ["quatrain", "zoo", "train", name, *(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())]
-    )
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()] + (["--resume"] if resume else [])
+    command = " ".join(["quatrain", "zoo", "train", name, *flags])
     entry = store.put_checkpoint(
         name,
         result.checkpoint,

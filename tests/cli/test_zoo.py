@@ -162,7 +162,7 @@ def test_zoo_train_trains_measures_and_stores_a_card(home, tmp_path):
     result = run("zoo", "train", "mini", "--resume")  # up to the recipe's 3 epochs, from epoch 2's state
     assert result.exit_code == 0, result.output
     assert "epoch   3" in result.output and "epoch   1" not in result.output
-    assert Store().entry("mini").card.recipe["command"] == "quatrain zoo train mini"
+    assert Store().entry("mini").card.recipe["command"] == "quatrain zoo train mini --resume"
 
 
 def test_zoo_train_resume_needs_a_run(home, tmp_path):
