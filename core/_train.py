@@ -21,11 +21,23 @@ from torch import Tensor
 from ._checkpoint import atomic_write_bytes, read_info
 from ._checkpoint import save as save_checkpoint
 from ._config import ModelConfig
+from ._distributed import (
+    DistContext,
+    all_reduce_sum,
+    broadcast_from_main,
+    failing_fast,
+    init_from_env,
+    reduce_metrics,
+    restore_rng,
+    rng_tensors,
+    shutdown,
+)
 from ._errors import CheckpointError, ConfigError
 from ._loss import reconstruction_loss
 from ._metrics import ReconstructionMetrics
 from ._model import Autoencoder
 from .data import PoetryData, build_data, load_corpus, load_embeddings
+from .data._shards import EpochSampler
 
 STATE_FORMAT = "quatrain-train-state/1"
 PRECISIONS = ("fp32", "bf16")
@@ -137,7 +149,7 @@ class TrainConfig:
     """Stop after this many epochs without a lower validation loss (0 = never stop early)."""
     val_fraction: float = attrs.field(default=0.1, validator=_number(0.0, 0.5))
     test_fraction: float = attrs.field(default=0.1, validator=_number(0.0, 0.5))
-    val_word_tokens: int = attrs.field(default=4096, validator=_non_negative_int)
+    val_word_tokens: int = attrs.field(default=1024, validator=_non_negative_int)
     """Validation word accuracy is measured on this many val tokens (a fixed seeded sample; 0 = all): a
     search of the 400k-word vocabulary costs about 5 ms per token on 2 CPU cores. ``evaluate`` uses all."""
     time_limit: float | None = attrs.field(default=None)
@@ -189,6 +201,9 @@ class TrainResult:
     """'epochs', 'early-stopping' or 'time-limit'."""
     backend: str
     data: PoetryData
+    rank: int = 0
+    """This process's rank in a distributed job (0 writes the files)."""
+    world_size: int = 1
 
 
 def paths_for(out: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
@@ -245,6 +260,7 @@ def evaluate(
     word_sample: int = 0,
     device: torch.device | str | None = None,
     precision: str = "fp32",
+    dist: DistContext | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on one split of ``data``, fully autoregressive by default.
 
@@ -258,6 +274,8 @@ def evaluate(
         word_sample: measure word accuracy on this many tokens only (a fixed sample; 0 = all).
         device: where to run (default: the model's device).
         precision: 'fp32' or 'bf16' autocast.
+        dist: in a distributed job, each rank measures every world_size-th window and the sums are
+            reduced, so every rank returns the whole split's metrics.
 
     Returns:
         {'split', 'windows', 'tokens', 'loss', 'cosine', 'word_top1', 'word_top5', 'word_tokens',
@@ -271,14 +289,16 @@ def evaluate(
     token_metrics = ReconstructionMetrics(None)
     word_metrics = ReconstructionMetrics(table if words else None)
     sample_mask = _word_sample(windows.mask, word_sample, data.seed) if words else None
+    rows = torch.arange(len(windows))
+    if dist is not None and dist.is_distributed:
+        rows = rows[dist.rank :: dist.world_size]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for start in range(0, len(windows), batch_size):
-                ids, mask = _batch(
-                    windows.ids, windows.lengths, torch.arange(start, min(start + batch_size, len(windows)))
-                )
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                ids, mask = _batch(windows.ids, windows.lengths, chunk)
                 ids, mask = ids.to(device), mask.to(device)
                 x = table[ids]
                 with _autocast(device, precision):
@@ -287,10 +307,13 @@ def evaluate(
                 loss = float(reconstruction_loss(pred, x, mask))
                 token_metrics.update(pred, x, mask, loss=loss)
                 if sample_mask is not None:
-                    chosen = sample_mask[start : start + batch_size, : mask.shape[1]].to(device) & mask
+                    chosen = sample_mask[chunk, : mask.shape[1]].to(device) & mask
                     word_metrics.update(pred, x, chosen, ids)
     finally:
         model.train(was_training)
+    if dist is not None:
+        reduce_metrics(dist, token_metrics, windows.ids.shape[1])
+        reduce_metrics(dist, word_metrics, windows.ids.shape[1])
     result = token_metrics.result()
     words_result = word_metrics.result()
     return {
@@ -403,17 +426,13 @@ def _write_state(
     model: Autoencoder,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    shuffle: torch.Generator,
+    rng: dict[str, Tensor],
     meta: dict[str, Any],
 ) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optim_tensors, groups = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.shuffle"] = shuffle.get_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
+    tensors.update(rng)
     header = {k: json.dumps(v, sort_keys=True) for k, v in meta.items()}
     header["format"] = STATE_FORMAT
     header["param_groups"] = json.dumps(groups)
@@ -499,11 +518,37 @@ def train(
         ConfigError: a bad recipe, or a resume with a different one.
         CheckpointError: a checkpoint cannot be written (the previous one survives) or read.
         DataError: unusable corpus or embeddings.
+        DistributedError: under torchrun, this rank failed or a peer did (the message names the rank).
+
+    Under torchrun (``WORLD_SIZE`` > 1) this is one rank of a data-parallel job (quatrain._distributed):
+    the model is wrapped in DistributedDataParallel, each rank trains on its shard of every step's batch
+    of ``batch_size * world_size`` windows (so ``batch_size`` is per rank), validation is reduced across
+    ranks, and only rank 0 writes files and calls the callbacks.
     """
+    ctx = init_from_env(resolve_device(config.device))
+    try:
+        with failing_fast(ctx):
+            return _train(ctx, config, out, resume, data, on_batch, on_epoch)
+    finally:
+        if ctx.owns_group:
+            shutdown(ctx)
+
+
+def _train(
+    ctx: DistContext,
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    resume: str | os.PathLike[str] | None,
+    data: PoetryData | None,
+    on_batch: BatchCallback | None,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
     ckpt_path, state_path, log_path = paths_for(out)
     if not ckpt_path.parent.is_dir():
         raise CheckpointError(f"cannot write {str(ckpt_path)!r}: folder {str(ckpt_path.parent)!r} does not exist")
-    device = resolve_device(config.device)
+    device = ctx.device
+    if not ctx.is_main:
+        on_batch = on_epoch = None
     schedule = TeacherForcing.parse(config.teacher_forcing)
     saved: dict[str, Any] | None = None
     tensors: dict[str, Tensor] = {}
@@ -520,16 +565,22 @@ def train(
     if len(data.windows["train"]) == 0 or len(data.windows["val"]) == 0:
         raise ConfigError("the split leaves no train or no val windows; use a larger corpus or other fractions")
 
-    torch.manual_seed(config.seed)
     backend = saved["backend"] if saved else config.backend
+    if ctx.is_distributed and backend == "auto" and config.model.attention != "none":
+        from ._resolve import resolve_backend  # rank 0 selects; every rank builds the same backend
+
+        backend = broadcast_from_main(ctx, resolve_backend(backend, config.model).name if ctx.is_main else None)
+    torch.manual_seed(config.seed)
     model = Autoencoder(config.model, backend=None if config.model.attention == "none" else backend).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if ctx.is_distributed:  # same initial weights everywhere; each rank its own dropout and coins from here
+        torch.manual_seed(config.seed * 1_000_003 + 1 + ctx.rank)
     windows = data.windows["train"]
-    steps_per_epoch = math.ceil(len(windows) / config.batch_size)
+    sampler = EpochSampler(len(windows), config.seed, ctx.rank, ctx.world_size)
+    steps_per_epoch = sampler.steps(config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_factor(config.warmup_steps, config.lr_decay, steps_per_epoch)
     )
-    shuffle = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, Any]] = []
     best = {"epoch": 0, "val_loss": math.inf}
     bad_epochs = 0
@@ -538,15 +589,24 @@ def train(
         model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
         _restore_optimizer(optimizer, tensors, saved["param_groups"])
         scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        shuffle.set_state(tensors["rng.shuffle"])
-        cuda_states = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
-        if cuda_states:
-            torch.cuda.set_rng_state_all(cuda_states)
+        if ctx.is_distributed:
+            restore_rng(ctx, tensors)
+        else:
+            torch.set_rng_state(tensors["rng.torch"])
+            cuda_states = [
+                tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors
+            ]
+            if cuda_states:
+                torch.cuda.set_rng_state_all(cuda_states)
         history = list(saved["history"])
         best = dict(saved["best"])
         bad_epochs = int(saved["bad_epochs"])
         start_epoch = int(saved["epoch"]) + 1
+    forward: torch.nn.Module = model
+    if ctx.is_distributed:  # gradients averaged over ranks in backward; rank 0's weights broadcast here
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
     table = torch.from_numpy(data.embeddings.vectors).to(device)
     began = time.monotonic()
     stop_reason = "epochs"
@@ -554,18 +614,20 @@ def train(
         tf = schedule.at(epoch)
         model.train()
         tick = time.perf_counter()
-        order = torch.randperm(len(windows), generator=shuffle)
         loss_sum = 0.0
         tokens = 0
-        for step, first in enumerate(range(0, len(windows), config.batch_size), start=1):
-            ids, mask = _batch(windows.ids, windows.lengths, order[first : first + config.batch_size])
+        for step, (rows, together) in enumerate(sampler.batches(epoch, config.batch_size), start=1):
+            ids, mask = _batch(windows.ids, windows.lengths, rows)
             ids, mask = ids.to(device), mask.to(device)
             x = table[ids]
             with _autocast(device, config.precision):
-                pred = model(x, mask, teacher_forcing=tf).reconstruction
+                pred = forward(x, mask, teacher_forcing=tf).reconstruction
             loss = reconstruction_loss(pred.float(), x, mask)
+            step_loss = loss
+            if ctx.is_distributed:  # DDP averages over ranks; weigh each by its tokens: the token mean of all
+                step_loss = loss * (mask.sum() * ctx.world_size / windows.lengths[together].sum().to(device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss.backward()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
@@ -575,17 +637,24 @@ def train(
             tokens += n
             if on_batch is not None:
                 elapsed = time.perf_counter() - tick
-                done = min(first + config.batch_size, len(windows))
+                done = min(step * config.batch_size * ctx.world_size, len(windows))
                 on_batch(epoch, step, steps_per_epoch, loss_sum / tokens, done / max(elapsed, 1e-9))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - tick
+        loss_sum, token_total = all_reduce_sum(ctx, [loss_sum, tokens])
         val = evaluate(
-            model, data, "val", word_sample=config.val_word_tokens, device=device, precision=config.precision
+            model,
+            data,
+            "val",
+            word_sample=config.val_word_tokens,
+            device=device,
+            precision=config.precision,
+            dist=ctx,
         )
         record = {
             "epoch": epoch,
-            "train_loss": loss_sum / max(tokens, 1),
+            "train_loss": loss_sum / max(token_total, 1),
             "val_loss": val["loss"],
             "val_cosine": val["cosine"],
             "val_word_top1": val["word_top1"],
@@ -598,12 +667,17 @@ def train(
             "seq_per_s": len(windows) / max(train_seconds, 1e-9),
             "backend": model.backend,
             "device": str(device),
+            "world_size": ctx.world_size,
         }
         history.append(record)
         improved = val["loss"] < best["val_loss"]
         if improved:
             best = {"epoch": epoch, "val_loss": val["loss"]}
             bad_epochs = 0
+        else:
+            bad_epochs += 1
+        rng = rng_tensors(ctx) if ctx.is_distributed else _rng_tensors()
+        if improved and ctx.is_main:
             save_checkpoint(
                 model,
                 ckpt_path,
@@ -615,35 +689,34 @@ def train(
                     "metrics": {k: v for k, v in record.items() if k not in ("backend", "device")},
                 },
             )
-        else:
-            bad_epochs += 1
-        try:
-            atomic_write_bytes(log_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history).encode())
-        except OSError as e:
-            raise CheckpointError(f"cannot write log {str(log_path)!r}: {e.strerror or e}") from None
-        _write_state(
-            state_path,
-            model,
-            optimizer,
-            scheduler,
-            shuffle,
-            {
-                "train": config.to_dict(),
-                "data": data_meta,
-                "epoch": epoch,
-                "backend": model.backend,
-                "history": history,
-                "best": best,
-                "bad_epochs": bad_epochs,
-            },
-        )
+        if ctx.is_main:
+            _write_log(log_path, history)
+            _write_state(
+                state_path,
+                model,
+                optimizer,
+                scheduler,
+                rng,
+                {
+                    "train": config.to_dict(),
+                    "data": data_meta,
+                    "epoch": epoch,
+                    "backend": model.backend,
+                    "history": history,
+                    "best": best,
+                    "bad_epochs": bad_epochs,
+                },
+            )
         if on_epoch is not None:
             on_epoch(record)
+        stop: str | None = None
         if config.patience and bad_epochs >= config.patience:
-            stop_reason = "early-stopping"
-            break
-        if config.time_limit is not None and time.monotonic() - began >= config.time_limit * 60:
-            stop_reason = "time-limit" if epoch < config.epochs else "epochs"
+            stop = "early-stopping"
+        elif config.time_limit is not None and time.monotonic() - began >= config.time_limit * 60:
+            stop = "time-limit" if epoch < config.epochs else "epochs"
+        stop = broadcast_from_main(ctx, stop)  # every rank stops after the same epoch (rank 0's clock)
+        if stop is not None:
+            stop_reason = stop
             break
     return TrainResult(
         model=model,
@@ -655,4 +728,22 @@ def train(
         stop_reason=stop_reason,
         backend=model.backend,
         data=data,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
+
+
+def _rng_tensors() -> dict[str, Tensor]:
+    """One process's RNG states for a training state: the CPU generator's and every CUDA device's."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    return tensors
+
+
+def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
+    try:
+        atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history).encode())
+    except OSError as e:
+        raise CheckpointError(f"cannot write log {str(path)!r}: {e.strerror or e}") from None

@@ -1,0 +1,238 @@
+"""Data-parallel training across processes: the process group from torchrun's environment, rank helpers,
+metric reduction, the backend chosen once and broadcast, and failures that end the job instead of hanging it.
+
+quatrain uses PyTorch's own engine (``torch.distributed`` + ``DistributedDataParallel``, launched by
+``torchrun``): gloo when training on CPU, NCCL on CUDA. A run without torchrun's variables is one process
+and touches none of this machinery.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import torch
+import torch.distributed as dist
+
+from ._errors import ConfigError, QuatrainError
+
+if TYPE_CHECKING:
+    from ._metrics import ReconstructionMetrics
+
+TIMEOUT_ENV = "QUATRAIN_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+"""Seconds a collective waits for a silent peer before the job fails (torchrun ends the job sooner when a
+rank exits; this bounds the case of a rank that is alive but stuck)."""
+
+
+class DistributedError(QuatrainError):
+    """A rank of a distributed job failed, or the job's environment is inconsistent."""
+
+
+@attrs.frozen
+class DistContext:
+    """Where this process stands in a job: its rank among ``world_size`` and its device.
+
+    ``DistContext.single()`` is the one-process job; ``init_from_env`` builds the others.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = attrs.field(factory=lambda: torch.device("cpu"))
+    backend: str | None = None
+    """'gloo' or 'nccl' while a process group is up; None for one process."""
+    owns_group: bool = False
+    """True when ``init_from_env`` created the process group (so its caller should ``shutdown``)."""
+
+    @classmethod
+    def single(cls, device: torch.device) -> DistContext:
+        return cls(device=device)
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the rank that writes (the log, checkpoints, the zoo entry) and reports progress."""
+        return self.rank == 0
+
+    def describe(self) -> str:
+        return f"rank {self.rank} of {self.world_size}"
+
+
+def _env_int(name: str, default: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        if default is None:
+            raise DistributedError(f"{name} is not set; launch with torchrun (or quatrain train --nproc N)")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise DistributedError(f"{name}={raw!r} is not an integer") from None
+
+
+def world_from_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's variables; (0, 1, 0) outside torchrun."""
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return 0, 1, 0
+    rank, local = _env_int("RANK"), _env_int("LOCAL_RANK", 0)
+    if not 0 <= rank < world:
+        raise DistributedError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world, local
+
+
+def timeout_from_env() -> timedelta:
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None:
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r} must be a positive number of seconds")
+    return timedelta(seconds=seconds)
+
+
+def init_from_env(device: torch.device) -> DistContext:
+    """Join the job torchrun started (or be the only process): the process group and this rank's device.
+
+    Args:
+        device: the device asked for (from ``resolve_device``); with CUDA each rank takes
+            ``cuda:LOCAL_RANK`` and NCCL, on CPU gloo.
+
+    Raises:
+        DistributedError: inconsistent variables, more local ranks than GPUs, or a group that cannot form
+            within the timeout (``QUATRAIN_DIST_TIMEOUT`` seconds, default 600).
+    """
+    rank, world, local = world_from_env()
+    if world == 1:
+        return DistContext.single(device)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if local >= count:
+            raise DistributedError(f"LOCAL_RANK={local} but this host has {count} CUDA device(s)")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+    else:
+        raise DistributedError(f"distributed training runs on cpu (gloo) or cuda (NCCL), not {device.type!r}")
+    owns = not dist.is_initialized()
+    if owns:
+        try:
+            dist.init_process_group(backend, timeout=timeout_from_env())
+        except (RuntimeError, ValueError) as e:
+            raise DistributedError(f"rank {rank} of {world} cannot join the process group: {e}") from None
+    return DistContext(rank=rank, world_size=world, local_rank=local, device=device, backend=backend, owns_group=owns)
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group (a no-op for one process)."""
+    if ctx.is_distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def failing_fast(ctx: DistContext) -> Iterator[None]:
+    """Turn an error on one rank into a ``DistributedError`` naming that rank, and leave the group at once.
+
+    torchrun ends the other ranks as soon as this one exits non-zero, so none waits for a collective that
+    will never come; a peer's death seen from a collective reads as such.
+    """
+    try:
+        yield
+    except DistributedError:
+        raise
+    except Exception as e:
+        if not ctx.is_distributed:
+            raise
+        text = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, RuntimeError) and any(s in text.lower() for s in ("connection", "timed out", "peer")):
+            raise DistributedError(f"{ctx.describe()}: a peer rank failed or stopped answering ({text})") from e
+        raise DistributedError(f"{ctx.describe()} failed: {type(e).__name__}: {text}") from e
+
+
+def all_reduce_sum(ctx: DistContext, values: list[float]) -> list[float]:
+    """Element-wise sums of ``values`` over all ranks (float64; ``values`` itself for one process)."""
+    if not ctx.is_distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return [float(v) for v in t.cpu().tolist()]
+
+
+def broadcast_from_main(ctx: DistContext, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a JSON-like object; ``value`` itself for one process)."""
+    if not ctx.is_distributed:
+        return value
+    box = [value if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.backend == "nccl" else None)
+    return box[0]
+
+
+def all_gather_objects(ctx: DistContext, value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order."""
+    if not ctx.is_distributed:
+        return [value]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
+def reduce_metrics(ctx: DistContext, metrics: ReconstructionMetrics, length: int) -> None:
+    """Sum ``metrics``' accumulators over all ranks, in place, so ``result()`` is the whole split's.
+
+    Args:
+        ctx: the job.
+        metrics: this rank's accumulator (its shard of the split).
+        length: the per-position arrays are padded to this many positions (the model's max_len) first.
+    """
+    if not ctx.is_distributed:
+        return
+    grow = length - metrics.position_sum.shape[0]
+    if grow > 0:
+        metrics.position_sum = torch.cat([metrics.position_sum, torch.zeros(grow, dtype=torch.float64)])
+        metrics.position_count = torch.cat([metrics.position_count, torch.zeros(grow, dtype=torch.long)])
+    head = all_reduce_sum(ctx, [metrics.tokens, metrics.cosine_sum, metrics.top1, metrics.top5, metrics.loss_sum])
+    metrics.tokens, metrics.top1, metrics.top5 = int(head[0]), int(head[2]), int(head[3])
+    metrics.cosine_sum, metrics.loss_sum = head[1], head[4]
+    sums = torch.stack([metrics.position_sum, metrics.position_count.double()]).to(ctx.device)
+    dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    sums = sums.cpu()
+    count = sums[1].round().long()
+    keep = int(torch.nonzero(count).max()) + 1 if bool(count.any()) else 0
+    metrics.position_sum, metrics.position_count = sums[0][:keep].clone(), count[:keep].clone()
+
+
+def rng_tensors(ctx: DistContext) -> dict[str, torch.Tensor]:
+    """This job's RNG states, on rank 0, for a training state: 'rng.torch' (rank 0's), 'rng.torch.rankN' for
+    the others, and each rank's CUDA generator as 'rng.cuda.rankN' (a collective: every rank calls it)."""
+    own: dict[str, torch.Tensor] = {"torch": torch.get_rng_state()}
+    if ctx.device.type == "cuda":
+        own["cuda"] = torch.cuda.get_rng_state(ctx.device)
+    gathered = all_gather_objects(ctx, own)
+    tensors: dict[str, torch.Tensor] = {}
+    for rank, states in enumerate(gathered):
+        for kind, state in states.items():
+            tensors[f"rng.{kind}" if (rank == 0 and kind == "torch") else f"rng.{kind}.rank{rank}"] = state
+    return tensors
+
+
+def restore_rng(ctx: DistContext, tensors: dict[str, torch.Tensor]) -> None:
+    """Put back this rank's RNG states saved by ``rng_tensors`` (states another world size saved are reused
+    where present: a rank without its own state keeps rank 0's CPU state)."""
+    own = "rng.torch" if ctx.rank == 0 else f"rng.torch.rank{ctx.rank}"
+    torch.set_rng_state(tensors.get(own, tensors["rng.torch"]))
+    cuda = tensors.get(f"rng.cuda.rank{ctx.rank}")
+    if cuda is not None and ctx.device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, ctx.device)

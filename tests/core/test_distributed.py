@@ -1,0 +1,187 @@
+"""Data-parallel training on CPU with gloo: 2 processes match 1, only rank 0 writes, a failing rank ends the job."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+import torch.multiprocessing as mp
+
+from quatrain import ModelConfig
+from quatrain._distributed import (
+    DistContext,
+    DistributedError,
+    failing_fast,
+    reduce_metrics,
+    timeout_from_env,
+    world_from_env,
+)
+from quatrain._errors import ConfigError
+from quatrain._metrics import ReconstructionMetrics
+from quatrain._train import TrainConfig, evaluate, prepare_data, train
+
+JOB_TIMEOUT_S = 120.0
+"""No test here may wait longer than this for its processes."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _recipe(corpus: Path, vectors: Path, batch_size: int, epochs: int = 2) -> TrainConfig:
+    return TrainConfig(
+        model=ModelConfig.preset("tiny", embed_dim=16),  # dropout 0
+        corpus=str(corpus),
+        embeddings=str(vectors),
+        batch_size=batch_size,
+        epochs=epochs,
+        warmup_steps=2,
+        patience=0,
+        val_word_tokens=0,
+        device="cpu",
+        seed=3,
+    )
+
+
+def _rank_main(rank: int, world: int, port: int, config: TrainConfig, outs: list[str]) -> None:
+    """One rank, as torchrun would start it: the environment, then quatrain's own train()."""
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        QUATRAIN_DIST_TIMEOUT="60",
+    )
+    torch.set_num_threads(1)
+    train(config, outs[rank])
+
+
+def _run_job(world: int, config: TrainConfig, outs: list[str]) -> None:
+    """Run ``world`` ranks and wait at most JOB_TIMEOUT_S; a rank's error is raised here (the others ended)."""
+    context = mp.start_processes(
+        _rank_main, args=(world, _free_port(), config, outs), nprocs=world, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    try:
+        while not context.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the {world}-process job did not end within {JOB_TIMEOUT_S:.0f}s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+
+
+def _weights(state: Path) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in safetensors.torch.load_file(str(state)).items() if k.startswith("model.")}
+
+
+@pytest.mark.slow
+def test_two_ranks_of_batch_b_match_one_process_of_batch_2b(poetry_files, tmp_path, monkeypatch):
+    """Same seed, dropout 0: after two epochs the parameters agree within float tolerance; only rank 0 wrote."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    corpus, vectors = poetry_files
+    # A split seed that leaves an even number of train windows, so neither rank pads its shard.
+    single = next(
+        c
+        for c in (_recipe(corpus, vectors, batch_size=4).evolve(seed=s) for s in range(20))
+        if len(prepare_data(c).windows["train"]) % 2 == 0
+    )
+    (tmp_path / "one").mkdir()
+    one = train(single, tmp_path / "one" / "m.safetensors")
+    outs = []
+    for rank in range(2):
+        (tmp_path / f"rank{rank}").mkdir()
+        outs.append(str(tmp_path / f"rank{rank}" / "m.safetensors"))
+    _run_job(2, single.evolve(batch_size=2), outs)
+
+    assert sorted(p.name for p in (tmp_path / "rank1").iterdir()) == [], "rank 1 must write nothing"
+    assert sorted(p.name for p in (tmp_path / "rank0").iterdir()) == [
+        "m.log.jsonl",
+        "m.safetensors",
+        "m.state.safetensors",
+    ]
+    expected, got = _weights(one.state), _weights(tmp_path / "rank0" / "m.state.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        diff = (expected[name] - got[name]).abs().max().item()
+        assert torch.allclose(expected[name], got[name], rtol=1e-4, atol=1e-5), f"{name}: max abs diff {diff:.3g}"
+    assert one.history[-1]["train_loss"] == pytest.approx(
+        _log(tmp_path / "rank0" / "m.log.jsonl")[-1]["train_loss"], rel=1e-4
+    )
+
+
+def _log(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_a_failing_rank_ends_the_job_fast_with_its_rank_named(poetry_files, tmp_path):
+    """Rank 1 cannot write its folder; rank 0 is waiting in a collective; the job ends at once, not at timeout."""
+    corpus, vectors = poetry_files
+    (tmp_path / "ok").mkdir()
+    outs = [str(tmp_path / "ok" / "m.safetensors"), str(tmp_path / "missing" / "m.safetensors")]
+    began = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        _run_job(2, _recipe(corpus, vectors, batch_size=2, epochs=1), outs)
+    assert time.monotonic() - began < 60, "the job waited for the collective timeout"
+    text = str(raised.value)
+    assert "rank 1 of 2 failed: CheckpointError" in text, text
+    assert "does not exist" in text
+
+
+def test_one_process_outside_torchrun(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert world_from_env() == (0, 1, 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(DistributedError, match="RANK=5 is outside WORLD_SIZE=2"):
+        world_from_env()
+    monkeypatch.delenv("RANK")
+    with pytest.raises(DistributedError, match="RANK is not set; launch with torchrun"):
+        world_from_env()
+
+
+def test_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("QUATRAIN_DIST_TIMEOUT", "12.5")
+    assert timeout_from_env().total_seconds() == 12.5
+    monkeypatch.setenv("QUATRAIN_DIST_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="QUATRAIN_DIST_TIMEOUT='soon'"):
+        timeout_from_env()
+
+
+def test_failing_fast_names_the_rank_only_in_a_job():
+    with pytest.raises(ValueError, match="plain"), failing_fast(DistContext.single(torch.device("cpu"))):
+        raise ValueError("plain")
+    job = DistContext(rank=1, world_size=4)
+    with pytest.raises(DistributedError, match=r"^rank 1 of 4 failed: ValueError: bad\s+value$"), failing_fast(job):
+        raise ValueError("bad\nvalue")
+    with pytest.raises(DistributedError, match="a peer rank failed or stopped answering"), failing_fast(job):
+        raise RuntimeError("Connection closed by peer [127.0.0.1]:1234")
+
+
+def test_evaluate_in_one_process_ignores_a_single_context(poetry_files, monkeypatch):
+    """``dist`` of one process changes nothing: the reduction is the identity."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    corpus, vectors = poetry_files
+    config = _recipe(corpus, vectors, batch_size=4)
+    data = prepare_data(config)
+    from quatrain import Autoencoder
+
+    model = Autoencoder(config.model, backend="naive")
+    plain = evaluate(model, data, "val", batch_size=3)
+    single = evaluate(model, data, "val", batch_size=3, dist=DistContext.single(torch.device("cpu")))
+    assert plain == single
+    metrics = ReconstructionMetrics(None)
+    reduce_metrics(DistContext.single(torch.device("cpu")), metrics, 12)
+    assert metrics.tokens == 0 and metrics.position_sum.shape[0] == 0
