@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from quatrain import Autoencoder, InferenceStep, ModelConfig, TrainStep, reconstruction_loss
-from quatrain._checkpoint import ATTENTION_PREFIX, convert_attention_tensors, quatrain_version
+from quatrain._checkpoint import ATTENTION_PREFIX, quatrain_version
 
 from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
@@ -184,8 +184,10 @@ def build_variants(
             model = Autoencoder(config.evolve(attention="none"))
         else:
             model = Autoencoder(config, registry.backend(name).cls)
-            own = convert_attention_tensors(state, reference.layout, model.layout)
-            model.load_state_dict(own, strict=True)
+            attention = {k[len(ATTENTION_PREFIX) :]: v for k, v in state.items() if k.startswith(ATTENTION_PREFIX)}
+            converted = registry.convert_layout(attention, reference.layout, model.layout)
+            rest = {k: v for k, v in state.items() if not k.startswith(ATTENTION_PREFIX)}
+            model.load_state_dict({**rest, **{ATTENTION_PREFIX + k: v for k, v in converted.items()}}, strict=True)
         model = model.to(device=device, dtype=dtype)
         for module in model.modules():
             if isinstance(module, torch.nn.RNNBase):

@@ -1,0 +1,156 @@
+"""The benchmark engine: same inputs for every variant, timings with spread, correctness marked, not ranked."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import pytest
+import torch
+
+from quatrain import hookimpl
+from quatrain.plugins import naive
+from quatrain.plugins.naive import NaiveAttention
+from quatrain.registry import _bench, load_registry, run_bench, set_registry
+
+
+class FastWrong(NaiveAttention):
+    name = "fast-wrong"
+
+    def parallel(self, queries, state, need_weights=False):
+        context, weights = super().parallel(queries, state, need_weights)
+        return context * 2.0, weights
+
+
+class Serial(NaiveAttention):
+    """Correct, without a parallel path."""
+
+    name = "serial"
+    capabilities = attrs.evolve(NaiveAttention.capabilities, parallel_decode=False)
+
+
+class Fakes:
+    @hookimpl
+    def register_attention_backends(self, register):
+        register(FastWrong)
+        register(Serial)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; on a busy machine OpenMP's waiting costs seconds per call."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(name="fakes")
+def _fakes():
+    registry = load_registry(entry_points=False, plugins=[("naive", naive), ("fakes", Fakes())])
+    set_registry(registry)
+    return registry
+
+
+@pytest.fixture(name="report", scope="module")
+def _report():
+    registry = load_registry(entry_points=False, plugins=[("naive", naive), ("fakes", Fakes())])
+    set_registry(registry)
+    torch.set_num_threads(1)
+    from quatrain import ModelConfig
+
+    try:
+        return run_bench(ModelConfig.preset("tiny"), iters=3, warmup=1, batch_size=4, registry=registry)
+    finally:
+        set_registry(None)
+
+
+def variant(report, name):
+    return next(v for v in report["variants"] if v["name"] == name)
+
+
+def test_quantiles():
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert _bench.quantile(values, 0.5) == 2.5
+    assert _bench.quantile(values, 0.25) == 1.75
+    assert _bench.quantile([7.0], 0.75) == 7.0
+
+
+def test_every_variant_runs_every_mode(report):
+    assert [v["name"] for v in report["variants"]] == ["none", "fast-wrong", "naive", "serial"]
+    for v in report["variants"]:
+        assert set(v["modes"]) == set(_bench.MODES)
+        for mode, t in v["modes"].items():
+            assert t["iters"] == 3 and t["warmup_iters"] == 1
+            assert 0 < t["q1_ms"] <= t["median_ms"] <= t["q3_ms"], (v["name"], mode)
+            assert t["iqr_ms"] == pytest.approx(t["q3_ms"] - t["q1_ms"])
+            assert t["x_baseline"] == pytest.approx(
+                t["median_ms"] / variant(report, "none")["modes"][mode]["median_ms"]
+            )
+            assert t["x_naive"] == pytest.approx(t["median_ms"] / variant(report, "naive")["modes"][mode]["median_ms"])
+            assert math.isfinite(t["peak_mem_mb"]) and t["peak_mem_mb"] >= 0
+            assert not t["graphed"]
+
+
+def test_decoder_path_follows_capabilities(report):
+    assert variant(report, "naive")["modes"]["train-par"]["path"] == "parallel"
+    assert variant(report, "serial")["modes"]["train-par"]["path"] == "sequential"
+    assert variant(report, "naive")["modes"]["train-seq"]["path"] == "sequential"
+    assert variant(report, "none")["modes"]["train-par"]["path"] == "parallel"
+
+
+def test_wrong_backend_is_marked_and_not_ranked(report):
+    wrong = variant(report, "fast-wrong")
+    assert wrong["correct"] is False
+    assert wrong["check"]["rel_error"] > wrong["check"]["tolerance"]
+    assert variant(report, "serial")["correct"] is True
+    assert variant(report, "naive")["check"]["rel_error"] == 0.0
+    for mode in _bench.MODES:
+        assert report["summary"][mode]["best"] in ("naive", "serial")
+
+
+def test_report_records_machine_versions_date_and_setup(report):
+    assert report["schema"] == "quatrain-bench/1"
+    assert report["date"].endswith("+00:00")
+    assert report["machine"]["hardware"]["device"] in ("cpu", "cuda", "mps")
+    assert report["machine"]["fingerprint"]
+    assert report["versions"]["torch"] == torch.__version__
+    assert "backend:naive" in report["versions"]
+    assert report["setup"]["batch_size"] == 4 and report["setup"]["seq_len"] == 12
+
+
+def test_backends_share_naive_weights(fakes, tiny):
+    models = _bench.build_variants(
+        tiny, ["naive", "serial", "none"], device=torch.device("cpu"), dtype=torch.float32, registry=fakes
+    )
+    for key, value in models["naive"].state_dict().items():
+        assert torch.equal(value, models["serial"].state_dict()[key]), key
+    assert models["none"].decoder.attention is None
+
+
+def test_a_failing_variant_is_reported_and_the_rest_still_run(fakes, tiny, monkeypatch):
+    real = _bench.measure
+
+    def measure(model, mode, *args, **kwargs):
+        if model.backend == "serial" and mode == "infer":
+            raise RuntimeError("boom")
+        return real(model, mode, *args, **kwargs)
+
+    monkeypatch.setattr(_bench, "measure", measure)
+    report = run_bench(tiny, backends=["serial"], iters=1, warmup=1, batch_size=2, registry=fakes)
+    infer = variant(report, "serial")["modes"]["infer"]
+    assert infer["median_ms"] is None and infer["note"] == "error: RuntimeError: boom"
+    assert variant(report, "serial")["modes"]["train-seq"]["median_ms"] > 0
+
+
+def test_unavailable_backends_are_listed_with_reasons(tiny):
+    registry = load_registry()  # the installed plugins: mps cannot run on a CPU-only machine
+    set_registry(registry)
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    report = run_bench(tiny, backends=["mps"], iters=1, warmup=1, batch_size=2, registry=registry)
+    assert report["unavailable"] == [
+        {"name": "mps", "reasons": [pytest.approx(report["unavailable"][0]["reasons"][0])]}
+    ]
+    assert "mps" in report["unavailable"][0]["reasons"][0]
+    assert [v["name"] for v in report["variants"]] == ["none", "naive"]

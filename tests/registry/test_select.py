@@ -1,0 +1,252 @@
+"""Selection: eligibility -> correctness against naive -> measured job cost; named backends; the decision cache."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+import torch
+
+import quatrain
+from quatrain import BackendUnavailableError, Reason, UnknownBackendError, hookimpl
+from quatrain.plugins import naive
+from quatrain.plugins.naive import NaiveAttention
+from quatrain.registry import Job, SelectionCache, _select, load_registry, select_backend, set_registry
+
+
+class FastWrong(NaiveAttention):
+    """Fast on paper, wrong in fact: doubles every context."""
+
+    name = "fast-wrong"
+
+    def step(self, query, state, need_weights=False):
+        context, weights = super().step(query, state, need_weights)
+        return context * 2.0, weights
+
+    def parallel(self, queries, state, need_weights=False):
+        context, weights = super().parallel(queries, state, need_weights)
+        return context * 2.0, weights
+
+
+class Quantum(NaiveAttention):
+    name = "quantum"
+
+    @classmethod
+    def unsupported_reasons(cls, hardware, device, dtype):
+        return [Reason("device", "quantum needs a quantum device", "there is none")]
+
+
+class Approx(NaiveAttention):
+    name = "approx"
+    capabilities = attrs.evolve(NaiveAttention.capabilities, exact=False)
+
+
+class SlowStart(NaiveAttention):
+    """Correct, fast per step, with a costly first call (a compile)."""
+
+    name = "slow-start"
+
+
+class DeclaredSlow(NaiveAttention):
+    name = "declared-slow"
+    capabilities = attrs.evolve(NaiveAttention.capabilities, warmup_seconds=1000.0)
+
+
+class Fakes:
+    @hookimpl
+    def register_attention_backends(self, register):
+        for cls in (FastWrong, Quantum, Approx, SlowStart, DeclaredSlow):
+            register(cls)
+
+
+# step ms, warm-up s
+TIMINGS = {
+    "naive": (10.0, 0.0),
+    "fast-wrong": (1.0, 0.0),
+    "approx": (2.0, 0.0),
+    "slow-start": (5.0, 3.0),
+    "declared-slow": (0.5, 0.0),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; on a busy machine OpenMP's waiting costs seconds per call."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(name="fakes")
+def _fakes(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUATRAIN_CACHE", str(tmp_path / "cache"))
+    registry = load_registry(entry_points=False, plugins=[("naive", naive), ("fakes", Fakes())])
+    set_registry(registry)
+    return registry
+
+
+class Clock:
+    """Fake timings; records which backends were measured."""
+
+    def __init__(self, timings=TIMINGS):
+        self.timings = timings
+        self.calls: list[str] = []
+
+    def __call__(self, name, job):
+        self.calls.append(name)
+        return self.timings[name]
+
+
+def job(tiny, **changes):
+    return Job(config=tiny, device="cpu", **changes)
+
+
+def outcome(selection, name):
+    return next(c for c in selection.candidates if c.name == name)
+
+
+def test_fast_wrong_backend_is_rejected(fakes, tiny):
+    selection = select_backend(job(tiny, steps=100), registry=fakes, timer=Clock())
+    wrong = outcome(selection, "fast-wrong")
+    assert wrong.status == "failed"
+    assert wrong.rel_error > wrong.tolerance
+    assert "failed correctness: rel. error" in wrong.line()
+    assert selection.backend != "fast-wrong"
+
+
+def test_unavailable_backend_is_reported_with_its_reasons(fakes, tiny):
+    selection = select_backend(job(tiny), registry=fakes, timer=Clock())
+    quantum = outcome(selection, "quantum")
+    assert quantum.status == "unavailable"
+    assert quantum.line() == "quantum: unavailable: quantum needs a quantum device (there is none)"
+
+
+def test_warmup_is_counted_against_the_job_length(fakes, tiny):
+    short = select_backend(job(tiny, steps=100), registry=fakes, timer=Clock())
+    assert short.backend == "naive"  # 1.0 s against 3.5 s
+    assert outcome(short, "slow-start").status == "slower"
+    assert outcome(short, "slow-start").total_s == pytest.approx(3.0 + 100 * 0.005)
+    long = select_backend(job(tiny, steps=10_000), registry=fakes, timer=Clock())
+    assert long.backend == "slow-start"  # 53 s against 100 s
+    assert long.lines()[0].startswith("slow-start: chosen (5.0 ms/step")
+
+
+def test_declared_warmup_beyond_the_best_job_cost_is_not_measured(fakes, tiny):
+    clock = Clock()
+    selection = select_backend(job(tiny, steps=100), registry=fakes, timer=clock)
+    assert "declared-slow" not in clock.calls
+    assert "declared warm-up 1000 s" in outcome(selection, "declared-slow").line()
+
+
+def test_approximations_compete_only_when_allowed(fakes, tiny):
+    exact = select_backend(job(tiny, steps=100), registry=fakes, timer=Clock())
+    assert outcome(exact, "approx").status == "unavailable"
+    assert "--allow-approx" in outcome(exact, "approx").line()
+    loose = select_backend(job(tiny, steps=100, allow_approx=True), registry=fakes, timer=Clock())
+    assert loose.backend == "approx"
+
+
+def test_named_backend_is_used_as_named_without_measuring(fakes, tiny):
+    def never(name, job):
+        raise AssertionError("a named backend is not measured")
+
+    selection = select_backend(job(tiny), backend="fast-wrong", registry=fakes, timer=never)
+    assert (selection.backend, selection.named) == ("fast-wrong", True)
+
+
+def test_named_unavailable_backend_is_refused_with_its_reasons(fakes, tiny):
+    with pytest.raises(BackendUnavailableError, match="'quantum' cannot run this job.*quantum device"):
+        select_backend(job(tiny), backend="quantum", registry=fakes)
+
+
+def test_named_approximation_needs_allow_approx(fakes, tiny):
+    with pytest.raises(BackendUnavailableError, match="approximates"):
+        select_backend(job(tiny), backend="approx", registry=fakes)
+    assert select_backend(job(tiny, allow_approx=True), backend="approx", registry=fakes).backend == "approx"
+
+
+def test_unknown_named_backend(fakes, tiny):
+    with pytest.raises(UnknownBackendError, match="unknown backend 'nope'"):
+        select_backend(job(tiny), backend="nope", registry=fakes)
+
+
+def test_a_backend_that_raises_while_measured_is_reported(fakes, tiny):
+    def clock(name, job):
+        if name == "slow-start":
+            raise RuntimeError("kaboom")
+        return TIMINGS[name]
+
+    selection = select_backend(job(tiny, steps=10_000), registry=fakes, timer=clock)
+    assert outcome(selection, "slow-start").line() == "slow-start: error: RuntimeError: kaboom"
+    assert selection.backend == "naive"
+
+
+class TestCache:
+    def test_hit_does_not_measure_again(self, fakes, tiny):
+        first = select_backend(job(tiny), registry=fakes, timer=Clock())
+        clock = Clock()
+        again = select_backend(job(tiny), registry=fakes, timer=clock)
+        assert clock.calls == []
+        assert again.cached and not first.cached
+        assert again.backend == first.backend
+        assert again.lines() == first.lines()
+
+    def test_another_job_misses(self, fakes, tiny):
+        select_backend(job(tiny), registry=fakes, timer=Clock())
+        clock = Clock()
+        select_backend(job(tiny, steps=7), registry=fakes, timer=clock)
+        assert clock.calls
+
+    def test_refresh_measures_again(self, fakes, tiny):
+        select_backend(job(tiny), registry=fakes, timer=Clock())
+        clock = Clock()
+        assert not select_backend(job(tiny), registry=fakes, timer=clock, refresh=True).cached
+        assert clock.calls
+
+    def test_version_change_invalidates(self, fakes, tiny, monkeypatch):
+        select_backend(job(tiny), registry=fakes, timer=Clock())
+        monkeypatch.setattr(_select, "quatrain_version", lambda: "99.0")
+        clock = Clock()
+        assert not select_backend(job(tiny), registry=fakes, timer=clock).cached
+        assert clock.calls
+
+    def test_plugin_change_invalidates(self, fakes, tiny):
+        select_backend(job(tiny), registry=fakes, timer=Clock())
+        fewer = load_registry(entry_points=False, plugins=[("naive", naive)])
+        set_registry(fewer)
+        assert not select_backend(job(tiny), registry=fewer, timer=Clock()).cached
+
+    @pytest.mark.parametrize("content", ["{not json", '{"format": "other"}', "[]", "\xff\xfe"], ids=str)
+    def test_corrupt_cache_is_ignored_and_rewritten(self, fakes, tiny, content):
+        path = _select.cache_path()
+        path.parent.mkdir(parents=True)
+        path.write_text(content, encoding="latin-1")
+        with pytest.warns(UserWarning, match="selection cache"):
+            selection = select_backend(job(tiny), registry=fakes, timer=Clock())
+        assert not selection.cached
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert data["format"] == _select.CACHE_FORMAT
+        assert data["entries"][selection.key]["backend"] == selection.backend
+
+    def test_cache_folder_from_environment(self, fakes, tmp_path):
+        assert SelectionCache().path == tmp_path / "cache" / "selection.json"
+
+
+def test_autoencoder_auto_uses_the_same_selection(fakes, tiny):
+    """``Autoencoder(config, backend='auto')`` reads the decision the CLI's selection made (a cache hit)."""
+    chosen = select_backend(_select.job_for_model(tiny), registry=fakes, timer=Clock({**TIMINGS, "naive": (0.1, 0)}))
+    assert chosen.backend == "naive"
+    assert quatrain.Autoencoder(tiny, backend="auto").backend == "naive"
+    faster = Clock({**TIMINGS, "slow-start": (0.01, 0.0)})
+    assert (
+        select_backend(_select.job_for_model(tiny), registry=fakes, timer=faster, refresh=True).backend == "slow-start"
+    )
+    assert quatrain.Autoencoder(tiny, backend="auto").backend == "slow-start"
+
+
+def test_real_measurement_on_the_job_shapes(fakes, tiny):
+    """The default timer really runs the job: positive step time, finite warm-up."""
+    step_ms, warmup_s = _select.measure_backend("naive", job(tiny, batch_size=2), registry=fakes)
+    assert step_ms > 0 and warmup_s >= 0
