@@ -21,9 +21,10 @@ from quatrain._contract import StepFn
 from ._attention import SDPA_KERNEL_NOTES
 from .cached_decoder import CachedDecoderAttention
 
-# Measured on this project's 2-core CPU machine, torch 2.13 (see the note in README's Backends table):
-# cold compile of one decoder step, forward and backward, seed preset.
-COLD_COMPILE_SECONDS = 30.0
+# Cold compile of the decoder step, forward and backward, on this project's 2-core CPU machine, torch 2.13:
+# 34 s at the tiny preset on a lightly loaded machine; about 80 s at the seed preset (first training step
+# 101.6 s minus a 20 s step) with the machine under load 9-12 from other jobs. Used by auto-selection.
+COLD_COMPILE_SECONDS = 60.0
 
 
 class CompiledAttention(CachedDecoderAttention):
@@ -34,7 +35,7 @@ class CompiledAttention(CachedDecoderAttention):
         deterministic=False,
         tolerance=1e-5,
         warmup=(
-            "torch.compile of the whole decoder step: cold 20-35 s on a 2-core CPU (forward and backward); "
+            "torch.compile of the whole decoder step, forward and backward: cold 30-90 s on a 2-core CPU; "
             "again for each new dtype, device, train/eval and need_weights combination; "
             "new models of the same shape reuse the compiled graph"
         ),
