@@ -1,0 +1,78 @@
+"""``quatrain bench``: the --json schema on the tiny preset, files written, errors before any measuring."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from quatrain.cli import cli
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; on a busy machine OpenMP's waiting costs seconds per call."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+QUICK = ("bench", "--preset", "tiny", "--device", "cpu", "--backends", "naive", "--iters", "2", "--warmup", "1")
+
+
+def test_json_schema_on_the_tiny_preset(registry, tmp_path):
+    out, md = tmp_path / "run.json", tmp_path / "run.md"
+    result = run(*QUICK, "--batch-size", "2", "--json", "--out", str(out), "--markdown", str(md))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert json.loads(out.read_text()) == report
+    assert set(report) >= {"schema", "date", "machine", "versions", "setup", "variants", "unavailable", "summary"}
+    assert report["setup"]["preset"] == "tiny" and report["setup"]["iters"] == 2
+    assert [v["name"] for v in report["variants"]] == ["none", "naive"]
+    fields = {"median_ms", "q1_ms", "q3_ms", "iqr_ms", "warmup_ms", "peak_mem_mb", "x_baseline", "x_naive", "path"}
+    for v in report["variants"]:
+        for mode in ("train-seq", "train-par", "infer"):
+            assert fields <= set(v["modes"][mode])
+    assert report["summary"]["train-seq"]["best"] == "naive"
+    assert "| naive | reference |" in md.read_text()
+    assert "[0/" in result.stderr  # progress on stderr, not in the JSON
+
+
+def test_table_and_summary(registry):
+    result = run(*QUICK, "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert "train tf 0.9 ms" in result.stdout
+    assert "best sequential train step (tf 0.9): naive" in result.stdout
+
+
+def test_plot_writes_a_png(registry, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "bars.png"
+    result = run(*QUICK, "--batch-size", "2", "--plot", str(png))
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_fails_before_measuring(registry, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    result = run(*QUICK, "--plot", str(tmp_path / "x.png"))
+    assert result.exit_code == 1
+    assert "--plot needs matplotlib" in result.output
+    assert "[0/" not in result.output
+
+
+def test_unknown_backend_is_one_line_before_measuring(registry):
+    result = run("bench", "--preset", "tiny", "--backends", "naive,nope")
+    assert result.exit_code == 1
+    assert "unknown backend 'nope'" in result.output
+    assert "[0/" not in result.output
