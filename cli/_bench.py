@@ -168,6 +168,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 )
 @click.option("--warmup", type=click.IntRange(min=1), default=None, help="Warm-up steps, timed apart [2 CPU, 4 GPU].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch [torch's default].")
 @click.option("--no-graph", is_flag=True, help="On CUDA, run steps eagerly instead of replaying CUDA graphs.")
 @click.option(
     "--tf32", is_flag=True, help="On CUDA, let float32 matmuls use TF32 tensor cores (cuDNN RNNs already do)."
@@ -188,6 +189,7 @@ def bench(
     iters: int | None,
     warmup: int | None,
     batch_size: int,
+    threads: int | None,
     no_graph: bool,
     tf32: bool,
     as_json: bool,
@@ -215,6 +217,8 @@ def bench(
     for name in names or ():
         registry.backend(name)  # an unknown name fails here, before minutes of measuring
     on_gpu = device == "cuda"
+    if threads is not None:
+        torch.set_num_threads(threads)
     if tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
 
