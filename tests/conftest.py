@@ -49,19 +49,54 @@ def _make_batch():
     return random_batch
 
 
-POETRY_WORDS = (
-    "the a of and to in my thy thou love rose sea night day light dark sweet fair old young heart eyes "
-    "sing song wind sky star moon sun , . ; ! ? ' 's - n't"
-).split()
+POETRY_WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "my",
+    "thy",
+    "thou",
+    "love",
+    "rose",
+    "sea",
+    "night",
+    "day",
+    "light",
+    "dark",
+    "sweet",
+    "fair",
+    "old",
+    "young",
+    "heart",
+    "eyes",
+    "sing",
+    "song",
+    "wind",
+    "sky",
+    "star",
+    "moon",
+    "sun",
+    ",",
+    ".",
+    ";",
+    "!",
+    "?",
+    "'",
+    "'s",
+    "-",
+    "n't",
+]
 
 
-@pytest.fixture(name="poetry_files")
-def _poetry_files(tmp_path):
+def write_poetry_files(folder):
     """A tiny corpus (18 poems, blank-line separated) and 16-d GloVe-format vectors for its words."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    vectors = tmp_path / "vectors.txt"
+    vectors = folder / "vectors.txt"
     vectors.write_text(
         "\n".join(f"{w} " + " ".join(f"{v:.5f}" for v in rng.standard_normal(16)) for w in POETRY_WORDS) + "\n",
         encoding="utf-8",
@@ -74,6 +109,18 @@ def _poetry_files(tmp_path):
             words = [content[(p * 7 + line * 3 + k * 5) % len(content)] for k in range(3 + (p + line) % 4)]
             lines.append(" ".join(words).capitalize() + (",", ".", ";")[line % 3])
         poems.append("\n".join(lines))
-    corpus = tmp_path / "poems.txt"
+    corpus = folder / "poems.txt"
     corpus.write_text("\n\n".join(poems) + "\n", encoding="utf-8")
     return corpus, vectors
+
+
+@pytest.fixture(name="poetry_files")
+def _poetry_files(tmp_path):
+    """``(corpus, vectors)`` paths of write_poetry_files in this test's folder."""
+    return write_poetry_files(tmp_path)
+
+
+@pytest.fixture(name="shared_poetry_files", scope="module")
+def _shared_poetry_files(tmp_path_factory):
+    """The same files, once per test module (for module-scoped training runs)."""
+    return write_poetry_files(tmp_path_factory.mktemp("poetry"))

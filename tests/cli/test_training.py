@@ -1,0 +1,178 @@
+"""quatrain train / eval / reconstruct end to end on a tiny corpus, and every bad-input case."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from quatrain.cli._main import cli
+
+
+def _train_args(corpus, vectors, out, *extra):
+    return [
+        "train", "--preset", "tiny", "--corpus", str(corpus), "--embeddings", str(vectors), "--epochs", "2",
+        "--batch-size", "8", "--device", "cpu", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(name="trained_once", scope="module")
+def _trained_once(shared_poetry_files):
+    """One tiny training run shared by the tests of this module."""
+    corpus, vectors = shared_poetry_files
+    out = corpus.parent / "m.safetensors"
+    result = CliRunner().invoke(cli, _train_args(corpus, vectors, out))
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+@pytest.fixture(name="trained")
+def _trained(trained_once, tmp_path):
+    """A private copy of the shared run (tests that resume it write to it)."""
+    import shutil
+
+    out, result = trained_once
+    for path in out.parent.glob("m.*"):
+        shutil.copy(path, tmp_path / path.name)
+    return tmp_path / "m.safetensors", result
+
+
+def test_train_writes_checkpoint_state_and_log(trained):
+    out, result = trained
+    assert out.is_file() and out.with_name("m.state.safetensors").is_file()
+    records = [json.loads(line) for line in out.with_name("m.log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "val_loss", "val_cosine", "val_word_top1", "seconds", "seq_per_s", "backend"):
+        assert key in records[0]
+    assert records[0]["backend"] == "naive"
+    assert "epoch 2/2" in result.output and "seq/s" in result.output  # the progress line (stderr)
+    assert "coverage" in result.output  # the data summary
+
+
+def test_eval_json_reports_autoregressive_metrics(trained):
+    out, _ = trained
+    result = CliRunner().invoke(cli, ["eval", str(out), "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["teacher_forcing"] == 0.0 and report["split"] == "test" and report["backend"] == "naive"
+    assert 0 <= report["word_top1"] <= report["word_top5"] <= 1
+    assert -1 <= report["cosine"] <= 1 and report["tokens"] > 0
+    assert 0 < len(report["per_position_cosine"]) <= 12  # up to the longest test window
+
+
+def test_reconstruct_text_and_held_out_lines(trained):
+    out, _ = trained
+    result = CliRunner().invoke(cli, ["reconstruct", str(out), "Sweet rose of the night / my heart", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "sweet rose of the night" in result.output and "cosine" in result.output
+    result = CliRunner().invoke(cli, ["reconstruct", str(out), "--json", "--lines", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)["lines"]) == 3
+
+
+def test_reconstruct_plot_writes_an_image(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    out, _ = trained
+    plot = tmp_path / "attn.png"
+    result = CliRunner().invoke(cli, ["reconstruct", str(out), "the rose", "--plot", str(plot), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_flag_prints_data_facts(poetry_files, registry):
+    corpus, vectors = poetry_files
+    result = CliRunner().invoke(
+        cli, ["train", "--summary", "--json", "--corpus", str(corpus), "--embeddings", str(vectors)]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["poems"] == 18 and summary["dim"] == 16 and set(summary["split"]) == {"train", "val", "test"}
+
+
+def test_resume_with_another_recipe_is_refused(trained, registry):
+    out, _ = trained
+    result = CliRunner().invoke(cli, ["train", "--resume", str(out), "--lr", "0.5", "--epochs", "3"])
+    assert result.exit_code == 1
+    assert "cannot resume" in result.output and "lr=0.002" in result.output
+
+
+def test_resume_continues_to_more_epochs(trained, registry):
+    out, _ = trained
+    result = CliRunner().invoke(cli, ["train", "--resume", str(out), "--epochs", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    records = out.with_name("m.log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in records] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d.joinpath("empty.txt").write_text(""), "holds no text"),
+        (lambda d: d.joinpath("latin1.txt").write_bytes("caf\xe9 rose\n".encode("latin-1")), "is not UTF-8"),
+        (lambda d: d.joinpath("r.json").write_text('[{"title": "x"}]'), "has no 'text'"),
+        (lambda d: d.joinpath("r.jsonl").write_text('{"text": "the rose"}\n{"body": 1}\n'), "record 2 has no 'text'"),
+        (lambda d: d.joinpath("unknown.txt").write_text("zzyzx qwv\n"), "has a word that embeddings"),
+    ],
+    ids=["empty-file", "non-utf8", "json-without-text", "jsonl-without-text", "no-known-word"],
+)
+def test_bad_corpus_is_one_clear_error(poetry_files, tmp_path, make, message):
+    _, vectors = poetry_files
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    make(folder)
+    corpus = next(folder.iterdir())
+    out = tmp_path / "never.safetensors"
+    result = CliRunner().invoke(cli, _train_args(corpus, vectors, out))
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.glob("never*")) == []
+
+
+def test_folder_without_text_is_refused(poetry_files, tmp_path):
+    _, vectors = poetry_files
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    folder.joinpath("a.png").write_bytes(b"\x89PNG")
+    result = CliRunner().invoke(cli, _train_args(folder, vectors, tmp_path / "m.safetensors"))
+    assert result.exit_code == 1 and "holds no .txt, .json or .jsonl file" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("a 1.0 2.0\nb 1.0\n", "line 2: 1 values, expected 2"), ("a 1.0 2.0\nb nan 1.0\n", "NaN or infinite")],
+    ids=["ragged", "nan"],
+)
+def test_bad_embeddings_are_one_clear_error(poetry_files, tmp_path, content, message):
+    corpus, _ = poetry_files
+    vectors = tmp_path / "bad.txt"
+    vectors.write_text(content)
+    result = CliRunner().invoke(cli, _train_args(corpus, vectors, tmp_path / "m.safetensors"))
+    assert result.exit_code == 1, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_plot_without_matplotlib_is_a_clear_error(trained, monkeypatch):
+    import builtins
+
+    out, _ = trained
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    plot = out.with_name("attn.png")
+    result = CliRunner().invoke(cli, ["reconstruct", str(out), "the rose", "--plot", str(plot)])
+    assert result.exit_code == 1 and "needs matplotlib" in result.output
+    assert not plot.exists()
+
+
+def test_every_command_has_help():
+    for name in ("train", "eval", "reconstruct"):
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
