@@ -185,3 +185,26 @@ def test_evaluate_in_one_process_ignores_a_single_context(poetry_files, monkeypa
     metrics = ReconstructionMetrics(None)
     reduce_metrics(DistContext.single(torch.device("cpu")), metrics, 12)
     assert metrics.tokens == 0 and metrics.position_sum.shape[0] == 0
+
+
+@pytest.mark.slow
+def test_quatrain_train_nproc_runs_two_ranks_through_torchrun(poetry_files, tmp_path, monkeypatch):
+    """``quatrain train --nproc 2`` relaunches itself under torchrun; rank 0 alone writes and reports."""
+    from click.testing import CliRunner
+
+    from quatrain.cli._main import cli
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("QUATRAIN_DIST_TIMEOUT", "60")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    corpus, vectors = poetry_files
+    out = tmp_path / "run" / "m.safetensors"
+    out.parent.mkdir()
+    args = ["train", "--nproc", "2", "--preset", "tiny", "--corpus", str(corpus), "--embeddings", str(vectors),
+            "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "torch.distributed.run --standalone --nproc-per-node=2 -m quatrain train" in result.output
+    assert "--nproc" not in result.output.split("quatrain train", 1)[1]
+    assert [r["world_size"] for r in _log(tmp_path / "run" / "m.log.jsonl")] == [2]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.log.jsonl", "m.safetensors", "m.state.safetensors"]
