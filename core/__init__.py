@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from ._loss import token_cosine as token_cosine
     from ._model import Autoencoder as Autoencoder
     from ._model import AutoencoderOutput as AutoencoderOutput
+    from ._train import TrainConfig as TrainConfig
+    from ._train import TrainResult as TrainResult
+    from ._train import evaluate as evaluate
+    from ._train import evaluate_checkpoint as evaluate_checkpoint
+    from ._train import train as train
     from ._trainstep import GraphFallbackWarning as GraphFallbackWarning
     from ._trainstep import InferenceStep as InferenceStep
     from ._trainstep import TrainStep as TrainStep
@@ -57,6 +62,11 @@ _EXPORTS = {
     "token_cosine": "._loss",
     "Autoencoder": "._model",
     "AutoencoderOutput": "._model",
+    "TrainConfig": "._train",
+    "TrainResult": "._train",
+    "evaluate": "._train",
+    "evaluate_checkpoint": "._train",
+    "train": "._train",
     "GraphFallbackWarning": "._trainstep",
     "InferenceStep": "._trainstep",
     "TrainStep": "._trainstep",
@@ -80,8 +90,12 @@ __all__ = [
     "PluginError",
     "QuatrainError",
     "Reason",
+    "TrainConfig",
+    "TrainResult",
     "TrainStep",
     "UnknownBackendError",
+    "evaluate",
+    "evaluate_checkpoint",
     "hookimpl",
     "key_padding_guard",
     "load",
@@ -89,6 +103,7 @@ __all__ = [
     "reconstruction_loss",
     "save",
     "token_cosine",
+    "train",
 ]
 
 

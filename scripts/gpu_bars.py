@@ -16,6 +16,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def export(folder: Path, max_len: int) -> None:
     print(f"exported {len(corpus.poems)} poems, {len(used)} exact vectors of {len(embeddings)}")
 
 
-def load_exported(folder: Path):  # type: ignore[no-untyped-def]
+def load_exported(folder: Path) -> tuple[Any, Any]:  # (Corpus, Embeddings): imported lazily, after install
     from quatrain.data import Corpus, Embeddings
 
     blob = json.loads((folder / "corpus.json").read_text())

@@ -206,12 +206,13 @@ def build_data(
         encoded.append(ids)
     if not encoded:
         raise DataError(f"no poem of corpus {corpus.name!r} has a word that embeddings {embeddings.name!r} know")
+    chosen: dict[str, list[int]]
     if split is None:
         local = split_poems(len(encoded), seed, val_fraction, test_fraction)
-        split = {name: [kept[i] for i in local[name]] for name in SPLITS}
+        chosen = {name: [kept[i] for i in local[name]] for name in SPLITS}
     else:
-        split = {name: [int(i) for i in split.get(name, [])] for name in SPLITS}
-        listed = sorted(i for name in SPLITS for i in split[name])
+        chosen = {name: [int(i) for i in split.get(name, [])] for name in SPLITS}
+        listed = sorted(i for name in SPLITS for i in chosen[name])
         if listed != kept:
             raise DataError(
                 f"the saved split lists {len(listed)} poems but corpus {corpus.name!r} gives {len(kept)}: "
@@ -225,14 +226,14 @@ def build_data(
     for name in SPLITS:
         rows: list[list[int]] = []
         owners: list[int] = []
-        for poem in split[name]:
-            ids = encoded[position[poem]]
+        for number in chosen[name]:
+            ids = encoded[position[number]]
             longest = max(longest, len(ids))
             cut = cut_windows(ids, nl, max_len)
             rows += cut
-            owners += [poem] * len(cut)
+            owners += [number] * len(cut)
         windows[name] = _pack(rows, owners, max_len)
-        counts[name] = {"poems": len(split[name]), "windows": len(rows), "tokens": windows[name].num_tokens}
+        counts[name] = {"poems": len(chosen[name]), "windows": len(rows), "tokens": windows[name].num_tokens}
     summary = {
         "corpus": corpus.name,
         "embeddings": embeddings.name,
@@ -257,7 +258,7 @@ def build_data(
         max_len=max_len,
         seed=seed,
         unknown=unknown,
-        split=split,
+        split=chosen,
         windows=windows,
         summary=summary,
     )
