@@ -88,20 +88,23 @@ def prove(source_path: Path, target: str, seed: int = 0) -> tuple[Any, dict[str,
 
 
 @click.command()
-@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("source_name", metavar="SOURCE|ZOO_NAME")
 @click.option("--to", "target", required=True, metavar="BACKEND", help="Backend whose layout to convert to.")
 @click.option(
     "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint to write."
 )
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @json_option
-def convert(source: Path, target: str, output: Path, force: bool, as_json: bool) -> None:
+def convert(source_name: str, target: str, output: Path, force: bool, as_json: bool) -> None:
     """Convert checkpoint SOURCE for backend BACKEND, prove the conversion, and write it to OUTPUT.
 
     Proof: converting back gives the original attention tensors bit for bit, and a forward pass on a
     probe batch matches the original model within the backend's tolerance. The output's metadata
     records converted_from, the converter path and the source backend. Writes are atomic.
     """
+    from quatrain.registry import resolve_checkpoint
+
+    source = resolve_checkpoint(source_name)
     if output.resolve() == source.resolve():
         raise click.ClickException(f"output {str(output)!r} is the input; write the conversion to another file")
     if output.exists() and not force:

@@ -213,16 +213,17 @@ def train(ctx: click.Context, preset: str | None, config_file: Path | None, out:
 
 
 @click.command(name="eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint", metavar="CHECKPOINT|ZOO_NAME")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @json_option
-def evaluate(checkpoint: Path, split: str, batch_size: int, device: str, as_json: bool) -> None:
+def evaluate(checkpoint: str, split: str, batch_size: int, device: str, as_json: bool) -> None:
     """Held-out metrics of a trained checkpoint, fully autoregressive (no teacher forcing)."""
     from quatrain._train import evaluate_checkpoint
+    from quatrain.registry import resolve_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, split, device=device, batch_size=batch_size)
+    result = evaluate_checkpoint(resolve_checkpoint(checkpoint), split, device=device, batch_size=batch_size)
     if as_json:
         emit_json(result)
         return
@@ -240,14 +241,14 @@ def evaluate(checkpoint: Path, split: str, batch_size: int, device: str, as_json
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint", metavar="CHECKPOINT|ZOO_NAME")
 @click.argument("text", required=False)
 @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Read text.")
 @click.option("--lines", type=click.IntRange(min=1), default=8, show_default=True, help="Held-out lines to show.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the attention heatmap.")
 @click.option("--device", default="auto", show_default=True)
 @json_option
-def reconstruct(checkpoint: Path, text: str | None, file: Path | None, lines: int, plot: Path | None, device: str,
+def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lines: int, plot: Path | None, device: str,
                 as_json: bool) -> None:  # fmt: skip
     """Print each line beside its reconstruction (nearest words) and its cosine.
 
@@ -258,6 +259,7 @@ def reconstruct(checkpoint: Path, text: str | None, file: Path | None, lines: in
     from quatrain._reconstruct import plot_attention, reconstruct_lines
     from quatrain._train import TrainConfig, data_for_checkpoint, resolve_device
     from quatrain.data import CorpusError, load_embeddings
+    from quatrain.registry import resolve_checkpoint
 
     if text is not None and file is not None:
         raise click.UsageError("give TEXT or --file, not both")
@@ -267,6 +269,7 @@ def reconstruct(checkpoint: Path, text: str | None, file: Path | None, lines: in
         except ImportError:
             raise click.ClickException("--plot needs matplotlib: pip install 'quatrain[plot]'") from None
     target = resolve_device(device)
+    checkpoint = resolve_checkpoint(checkpoint)
     info = read_info(checkpoint)
     if "train" not in info.metadata:
         raise click.ClickException(f"{str(checkpoint)!r} was not written by quatrain train (no recipe in it)")
