@@ -368,17 +368,13 @@ def _select(
         raise BackendUnavailableError(
             f"cannot select: the reference backend {REFERENCE!r} is needed to check the others and cannot run here"
         )
-    checks = _check_all([n for n in eligible if n != REFERENCE], job, registry)
-    correct = [REFERENCE]
-    for name, (error, tolerance) in checks.items():
-        if error == error and error <= tolerance:  # NaN fails
-            correct.append(name)
-        else:
-            outcomes[name] = Candidate(name=name, status="failed", rel_error=error, tolerance=tolerance)
-    # Cheapest declared warm-up first, so a backend whose warm-up alone exceeds the best job cost is skipped.
-    correct.sort(key=lambda n: (registry.backend(n).cls.capabilities.warmup_seconds, n))
+    # Cheapest declared warm-up first, so a backend whose warm-up alone exceeds the best job cost is
+    # skipped before anything runs it (checking `compiled` for correctness would already compile it).
+    candidates = sorted(
+        eligible, key=lambda n: (n != REFERENCE, registry.backend(n).cls.capabilities.warmup_seconds, n)
+    )
     measured: dict[str, Candidate] = {}
-    for name in correct:
+    for name in candidates:
         declared = registry.backend(name).cls.capabilities.warmup_seconds
         best = min((c.total_s for c in measured.values() if c.total_s is not None), default=None)
         if best is not None and declared >= best:
@@ -386,9 +382,14 @@ def _select(
                 name=name,
                 status="slower",
                 reasons=(f"declared warm-up {declared:.0f} s alone exceeds the best job cost ({best:.1f} s)",),
-                rel_error=checks.get(name, (0.0, 0.0))[0],
             )
             continue
+        error = 0.0
+        if name != REFERENCE:
+            error, tolerance = _check_all([name], job, registry)[name]
+            if not error <= tolerance:  # NaN fails too
+                outcomes[name] = Candidate(name=name, status="failed", rel_error=error, tolerance=tolerance)
+                continue
         try:
             step_ms, warmup_s = timer(name, job)
         except Exception as e:  # a backend that passed its checks but breaks at the job's shapes
@@ -400,7 +401,7 @@ def _select(
             step_ms=step_ms,
             warmup_s=warmup_s,
             total_s=warmup_s + job.steps * step_ms / 1000.0,
-            rel_error=checks.get(name, (0.0, 0.0))[0],
+            rel_error=error,
         )
     if not measured:
         raise BackendUnavailableError(
