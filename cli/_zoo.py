@@ -188,6 +188,8 @@ def train_(name: str, device: str | None, epochs: int | None, time_limit: float 
         )
 
     result = train(config, out, resume=state if resume else None, on_epoch=progress)
+    if result.rank != 0:  # under torchrun: rank 0 alone measures and stores
+        return
     click.echo(f"stopped: {result.stop_reason}; best epoch {result.best_epoch}; measuring the test poems...")
     test = evaluate_checkpoint(result.checkpoint, "test", device=config.device, data=result.data)
     metrics = {

