@@ -50,7 +50,7 @@ def _recipe(corpus: Path, vectors: Path, batch_size: int, epochs: int = 2) -> Tr
     )
 
 
-def _rank_main(rank: int, world: int, port: int, config: TrainConfig, outs: list[str]) -> None:
+def _rank_main(rank: int, world: int, port: int, config: TrainConfig, outs: list[str], resume: str | None) -> None:
     """One rank, as torchrun would start it: the environment, then quatrain's own train()."""
     os.environ.update(
         RANK=str(rank),
@@ -61,13 +61,13 @@ def _rank_main(rank: int, world: int, port: int, config: TrainConfig, outs: list
         QUATRAIN_DIST_TIMEOUT="60",
     )
     torch.set_num_threads(1)
-    train(config, outs[rank])
+    train(config, outs[rank], resume=resume)
 
 
-def _run_job(world: int, config: TrainConfig, outs: list[str]) -> None:
+def _run_job(world: int, config: TrainConfig, outs: list[str], resume: str | None = None) -> None:
     """Run ``world`` ranks and wait at most JOB_TIMEOUT_S; a rank's error is raised here (the others ended)."""
     context = mp.start_processes(
-        _rank_main, args=(world, _free_port(), config, outs), nprocs=world, join=False, start_method="spawn"
+        _rank_main, args=(world, _free_port(), config, outs, resume), nprocs=world, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + JOB_TIMEOUT_S
     try:
@@ -208,3 +208,23 @@ def test_quatrain_train_nproc_runs_two_ranks_through_torchrun(poetry_files, tmp_
     assert "--nproc" not in result.output.split("quatrain train", 1)[1]
     assert [r["world_size"] for r in _log(tmp_path / "run" / "m.log.jsonl")] == [2]
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.log.jsonl", "m.safetensors", "m.state.safetensors"]
+
+
+@pytest.mark.slow
+def test_every_rank_resumes_from_rank_0s_state(poetry_files, tmp_path):
+    """1 epoch, then --resume to 2 on both ranks, ends where 2 epochs straight end (the sampler is per epoch)."""
+    corpus, vectors = poetry_files
+    config = _recipe(corpus, vectors, batch_size=3, epochs=2)
+    for name in ("straight", "first", "again", "spare0", "spare1"):
+        (tmp_path / name).mkdir()
+    _run_job(2, config, [str(tmp_path / "straight" / "m.safetensors"), str(tmp_path / "spare0" / "m.safetensors")])
+    first = [str(tmp_path / "first" / "m.safetensors"), str(tmp_path / "spare1" / "m.safetensors")]
+    _run_job(2, config.evolve(epochs=1), first)
+    resumed = [str(tmp_path / "again" / "m.safetensors"), first[1]]
+    _run_job(2, config, resumed, resume=str(tmp_path / "first" / "m.state.safetensors"))
+    expected = _weights(tmp_path / "straight" / "m.state.safetensors")
+    got = _weights(tmp_path / "again" / "m.state.safetensors")
+    for name in expected:
+        diff = (expected[name] - got[name]).abs().max().item()
+        assert torch.allclose(expected[name], got[name], rtol=1e-5, atol=1e-6), f"{name}: max abs diff {diff:.3g}"
+    assert [r["epoch"] for r in _log(tmp_path / "again" / "m.log.jsonl")] == [1, 2]
