@@ -47,6 +47,14 @@ class ProgressBar:
         )
 
 
+def _cache_progress(done: int, total: int) -> None:
+    """Progress of a windows-cache build (the Gutenberg corpus, once): poems tokenised so far."""
+    if total:
+        click.echo(f"windows cache: {done:,} poems tokenised; assembled", err=True)
+    else:
+        click.echo(f"windows cache: {done:,} poems tokenised", err=True)
+
+
 def _summary_text(summary: dict[str, Any]) -> str:
     rows = [[name, str(s["poems"]), str(s["windows"]), f"{s['tokens']:,}"] for name, s in summary["split"].items()]
     return "\n".join(
@@ -176,7 +184,8 @@ def train(ctx: click.Context, preset: str | None, config_file: Path | None, out:
         config = TrainConfig(model=model, **{field: options[name] for name, field in _FIELDS.items()})
         if out is None and not summary:
             raise click.UsageError("--out PATH is required (where the checkpoint goes)")
-    data = prepare_data(config, split=meta["data"]["split"] if resume is not None else None)
+    split = meta["data"]["split"] if resume is not None else None
+    data = prepare_data(config, split=split, progress=_cache_progress if main_rank else None)
     if summary:
         if as_json:
             emit_json(data.summary)

