@@ -646,7 +646,8 @@ def _train(
             loss = reconstruction_loss(pred.float(), x, mask)
             step_loss = loss
             if ctx.is_distributed:  # DDP averages over ranks; weigh each by its tokens: the token mean of all
-                step_loss = loss * (mask.sum() * ctx.world_size / windows.lengths[together].sum().to(device))
+                share = int(windows.lengths[rows].sum()) * ctx.world_size / int(windows.lengths[together].sum())
+                step_loss = loss * share  # host tensors: no copy to the device
             optimizer.zero_grad(set_to_none=True)
             step_loss.backward()
             if config.grad_clip > 0:
