@@ -228,3 +228,64 @@ def test_every_rank_resumes_from_rank_0s_state(poetry_files, tmp_path):
         diff = (expected[name] - got[name]).abs().max().item()
         assert torch.allclose(expected[name], got[name], rtol=1e-5, atol=1e-6), f"{name}: max abs diff {diff:.3g}"
     assert [r["epoch"] for r in _log(tmp_path / "again" / "m.log.jsonl")] == [1, 2]
+
+
+def _helpers_main(rank: int, world: int, port: int, results: str) -> None:
+    import json
+
+    from quatrain._distributed import all_reduce_sum, broadcast_from_main, init_from_env, rng_tensors, shutdown
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), QUATRAIN_DIST_TIMEOUT="60")  # fmt: skip
+    ctx = init_from_env(torch.device("cpu"))
+    chosen = broadcast_from_main(ctx, f"picked-on-{rank}" if rank == 0 else None)
+    sums = all_reduce_sum(ctx, [1.0, rank + 0.5])
+    metrics = ReconstructionMetrics(None)
+    T = 3 + rank  # ranks saw windows of different lengths
+    pred, target = torch.randn(2, T, 4), torch.randn(2, T, 4)
+    metrics.update(pred, target, torch.ones(2, T, dtype=torch.bool), loss=float(rank + 1))
+    reduce_metrics(ctx, metrics, 12)
+    torch.manual_seed(100 + rank)
+    states = rng_tensors(ctx)
+    Path(results, f"{rank}.json").write_text(
+        json.dumps(
+            {
+                "backend": ctx.backend,
+                "chosen": chosen,
+                "sums": sums,
+                "tokens": metrics.tokens,
+                "loss": metrics.result()["loss"],
+                "positions": metrics.position_count.tolist(),
+                "rng_keys": sorted(states),
+                "rng_ranks_differ": not torch.equal(states["rng.torch"], states["rng.torch.rank1"]),
+            }
+        )
+    )
+    shutdown(ctx)
+
+
+@pytest.mark.slow
+def test_the_collective_helpers_on_two_gloo_ranks(tmp_path):
+    import json
+
+    context = mp.start_processes(
+        _helpers_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    try:
+        while not context.join(timeout=1.0):
+            assert time.monotonic() < deadline, "the helpers' job hung"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    results = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    for r in results:
+        assert r["backend"] == "gloo"
+        assert r["chosen"] == "picked-on-0", "rank 0's choice reaches every rank"
+        assert r["sums"] == [2.0, 2.0]
+        assert r["tokens"] == 2 * 3 + 2 * 4
+        assert r["loss"] == pytest.approx((1.0 * 6 + 2.0 * 8) / 14)
+        assert r["positions"] == [4, 4, 4, 2], "per-position counts summed over ranks, trimmed to the longest"
+    assert results[0]["rng_keys"] == ["rng.torch", "rng.torch.rank1"]
+    assert results[0]["rng_ranks_differ"]
