@@ -211,23 +211,29 @@ def test_quatrain_train_nproc_runs_two_ranks_through_torchrun(poetry_files, tmp_
 
 
 @pytest.mark.slow
-def test_every_rank_resumes_from_rank_0s_state(poetry_files, tmp_path):
-    """1 epoch, then --resume to 2 on both ranks, ends where 2 epochs straight end (the sampler is per epoch)."""
+def test_every_rank_resumes_from_rank_0s_state(poetry_files, tmp_path, monkeypatch):
+    """2 ranks: 1 epoch, then --resume to 2 on both ranks, end where 1 process of batch 2b ends after 2 epochs
+    (the 2-process run's equivalence to it is the test above)."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
     corpus, vectors = poetry_files
-    config = _recipe(corpus, vectors, batch_size=3, epochs=2)
-    for name in ("straight", "first", "again", "spare0", "spare1"):
+    single = next(
+        c
+        for c in (_recipe(corpus, vectors, batch_size=4).evolve(seed=s) for s in range(20))
+        if len(prepare_data(c).windows["train"]) % 2 == 0
+    )
+    for name in ("one", "first", "again", "spare"):
         (tmp_path / name).mkdir()
-    _run_job(2, config, [str(tmp_path / "straight" / "m.safetensors"), str(tmp_path / "spare0" / "m.safetensors")])
-    first = [str(tmp_path / "first" / "m.safetensors"), str(tmp_path / "spare1" / "m.safetensors")]
-    _run_job(2, config.evolve(epochs=1), first)
+    one = train(single, tmp_path / "one" / "m.safetensors")
+    first = [str(tmp_path / "first" / "m.safetensors"), str(tmp_path / "spare" / "m.safetensors")]
+    _run_job(2, single.evolve(batch_size=2, epochs=1), first)
     resumed = [str(tmp_path / "again" / "m.safetensors"), first[1]]
-    _run_job(2, config, resumed, resume=str(tmp_path / "first" / "m.state.safetensors"))
-    expected = _weights(tmp_path / "straight" / "m.state.safetensors")
-    got = _weights(tmp_path / "again" / "m.state.safetensors")
+    _run_job(2, single.evolve(batch_size=2), resumed, resume=str(tmp_path / "first" / "m.state.safetensors"))
+    expected, got = _weights(one.state), _weights(tmp_path / "again" / "m.state.safetensors")
     for name in expected:
         diff = (expected[name] - got[name]).abs().max().item()
-        assert torch.allclose(expected[name], got[name], rtol=1e-5, atol=1e-6), f"{name}: max abs diff {diff:.3g}"
+        assert torch.allclose(expected[name], got[name], rtol=1e-4, atol=1e-5), f"{name}: max abs diff {diff:.3g}"
     assert [r["epoch"] for r in _log(tmp_path / "again" / "m.log.jsonl")] == [1, 2]
+    assert list((tmp_path / "spare").iterdir()) == []
 
 
 def _helpers_main(rank: int, world: int, port: int, results: str) -> None:
