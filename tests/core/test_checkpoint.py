@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 import struct
 
 import pytest
@@ -57,6 +59,13 @@ def test_save_is_atomic_and_leaves_nothing_on_failure(saved, monkeypatch):
         quatrain.save(model, path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_saved_file_has_the_usual_permissions(saved):
+    _, path = saved
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
 
 
 def test_save_into_missing_folder(tmp_path, tiny):
