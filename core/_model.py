@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._config import ModelConfig
@@ -21,6 +22,44 @@ _RNN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 def make_rnn(config: ModelConfig, input_size: int) -> nn.RNNBase:
     dropout = config.dropout if config.num_layers > 1 else 0.0  # torch warns on dropout with one layer
     return _RNN[config.rnn](input_size, config.hidden_size, config.num_layers, batch_first=True, dropout=dropout)
+
+
+def rnn_cell_step(rnn: nn.RNNBase, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+    """One time step of a stacked, unidirectional ``nn.LSTM``/``nn.GRU``/``nn.RNN``, as plain tensor math.
+
+    Args:
+        rnn: the module whose parameters are used (PyTorch's gate order: LSTM i, f, g, o; GRU r, z, n).
+        x: input (B, I).
+        state: h (L, B, H), or (h, c) for an LSTM.
+
+    Returns:
+        The top layer's output (B, H) and the new state, equal to ``rnn(x[:, None], state)`` to float
+        rounding (tests/core/test_model.py).
+    """
+    lstm = isinstance(rnn, nn.LSTM)
+    h0, c0 = state if lstm else (state, None)
+    hs, cs = [], []
+    for layer in range(rnn.num_layers):
+        if layer > 0 and rnn.dropout and rnn.training:
+            x = F.dropout(x, rnn.dropout, training=True)  # as nn.LSTM does between layers
+        w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+        b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}", None), getattr(rnn, f"bias_hh_l{layer}", None)
+        gi, gh = F.linear(x, w_ih, b_ih), F.linear(h0[layer], w_hh, b_hh)  # (B, G*H)
+        if lstm:
+            i, f, g, o = (gi + gh).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(c)
+            cs.append(c)
+        elif isinstance(rnn, nn.GRU):
+            ir, iz, i_n = gi.chunk(3, dim=-1)
+            hr, hz, h_n = gh.chunk(3, dim=-1)
+            r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+            x = (1 - z) * torch.tanh(i_n + r * h_n) + z * h0[layer]
+        else:
+            x = torch.tanh(gi + gh) if rnn.nonlinearity == "tanh" else torch.relu(gi + gh)
+        hs.append(x)
+    h = torch.stack(hs)
+    return x, ((h, torch.stack(cs)) if lstm else h)
 
 
 def sinusoids(length: int, dim: int, device: torch.device | None = None) -> Tensor:
@@ -115,7 +154,23 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Any, Tensor | None]:
         """One decoder step: input (B, E) -> output (B, E); weights (B, heads, S) if asked and attending."""
         out, state = self.rnn(self.input_proj(inp).unsqueeze(1), state)
-        query = self.dropout(out.squeeze(1)) + position  # (B, H)
+        return self._attend(out.squeeze(1), state, attn_state, position, need_weights)
+
+    def cell_step(
+        self, inp: Tensor, state: Any, attn_state: Any, position: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Any, Tensor | None]:
+        """``step`` with the RNN layers written out as cell arithmetic (``rnn_cell_step``).
+
+        Same function, same parameters; what ``torch.compile`` can trace on every device (the fused
+        cuDNN RNN op is opaque to it, and dynamo skips ``nn.LSTM`` unless ``allow_rnn`` is set).
+        """
+        out, state = rnn_cell_step(self.rnn, self.input_proj(inp), state)
+        return self._attend(out, state, attn_state, position, need_weights)
+
+    def _attend(
+        self, out: Tensor, state: Any, attn_state: Any, position: Tensor, need_weights: bool
+    ) -> tuple[Tensor, Any, Tensor | None]:
+        query = self.dropout(out) + position  # (B, H)
         weights = None
         if self.attention is not None:
             context, weights = self.attention.step(query, attn_state, need_weights)

@@ -1,9 +1,12 @@
 """``compiled``: the cached decoder, with the whole decoder step under ``torch.compile``.
 
-``wrap_step`` compiles ``Decoder.step`` (RNN cell, dropout, position, attention, integration MLP and
+``wrap_step`` compiles the decoder step (RNN cell, dropout, position, attention, integration MLP and
 output projection) as one graph, ``fullgraph=True`` so a graph break is an error rather than a silent
-eager fallback. ``nn.LSTM``/``nn.GRU``/``nn.RNN`` are only traced with ``torch._dynamo.config.allow_rnn``
-(otherwise dynamo leaves them to eager), so every call runs under that setting. On CUDA the mode is
+eager fallback. It compiles ``Decoder.cell_step``, the same step with the RNN layers written as cell
+arithmetic: dynamo leaves ``nn.LSTM``/``nn.GRU``/``nn.RNN`` to eager unless ``allow_rnn`` is set, and with
+it the fused cuDNN op failed to trace on an H200 (torch 2.11: "Unsupported: Observed exception",
+benchmarks/h200-seed-fp32.json). ``allow_rnn`` is still set, so that dynamo may hold the RNN module whose
+weights the cell arithmetic reads. On CUDA the mode is
 ``reduce-overhead`` (CUDA graphs); on CPU the default mode (inductor C++ kernels). The parallel path
 (teacher forcing 1.0) is the cached decoder's, uncompiled: it is one RNN call and one attention call.
 tests/plugins/test_compiled.py counts the graphs and breaks.
@@ -66,14 +69,19 @@ class CompiledAttention(CachedDecoderAttention):
         return reasons
 
     def wrap_step(self, step: StepFn) -> StepFn:
+        decoder = getattr(step, "__self__", None)
+        if decoder is None or not hasattr(decoder, "cell_step"):
+            raise TypeError(f"compiled wraps Decoder.step, got {step!r}")
         device = self.w_q.weight.device.type
         # Keyed by the decoder the step belongs to: a deep copy of the model gets its own entry.
-        key = (id(getattr(step, "__self__", step)), device)
+        key = (id(decoder), device)
         if key not in self._compiled:
             mode = "reduce-overhead" if device == "cuda" else None
-            compiled = torch.compile(step, mode=mode, fullgraph=True)
+            # The cell-arithmetic form of the step: the fused (cuDNN) RNN op cannot be traced on CUDA.
+            compiled = torch.compile(decoder.cell_step, mode=mode, fullgraph=True)
 
             def run(inp: Any, state: Any, attn_state: Any, position: Any, need_weights: bool = False) -> Any:
+                # allow_rnn lets dynamo hold the nn.LSTM module to read its weights; its forward is never traced.
                 with torch._dynamo.config.patch(allow_rnn=True):
                     return compiled(inp, state, attn_state, position, need_weights)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import quatrain
-from quatrain._model import sinusoids
+from quatrain._model import rnn_cell_step, sinusoids
 
 RNNS = ["lstm", "gru", "rnn"]
 
@@ -155,3 +155,22 @@ def test_seed_preset_has_the_originals_encoder_shape():
     assert sum(p.numel() for p in model.encoder.rnn.parameters()) == lstm
     assert model.encoder.to_bottleneck.out_features == 128
     assert model.decoder.attention is not None and model.decoder.attention.num_heads == 4
+
+
+@pytest.mark.parametrize("rnn", RNNS)
+def test_cell_step_equals_the_fused_rnn_step(tiny, rnn):
+    """rnn_cell_step (what the compiled backend traces) == nn.LSTM/GRU/RNN for one step: outputs, state, grads."""
+    config = tiny.evolve(rnn=rnn, num_layers=2)
+    decoder = quatrain.Autoencoder(config).decoder
+    x = torch.randn(3, config.hidden_size, requires_grad=True)
+    state = decoder.initial_state(torch.randn(3, config.bottleneck_dim))
+    fused, fused_state = decoder.rnn(x.unsqueeze(1), state)
+    cells, cell_state = rnn_cell_step(decoder.rnn, x, state)
+    torch.testing.assert_close(cells, fused.squeeze(1), rtol=1e-5, atol=1e-6)
+    for a, b in zip(
+        torch.utils._pytree.tree_leaves(cell_state), torch.utils._pytree.tree_leaves(fused_state), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    (g_fused,) = torch.autograd.grad(fused.sum(), x)
+    (g_cells,) = torch.autograd.grad(cells.sum(), x)
+    torch.testing.assert_close(g_cells, g_fused, rtol=1e-5, atol=1e-6)

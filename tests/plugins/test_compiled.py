@@ -31,18 +31,21 @@ def _called(explanation) -> list[str]:
 
 @pytest.mark.parametrize("rnn", ["lstm", "gru", "rnn"])
 def test_whole_step_traces_as_one_graph_without_breaks(registry, tiny, rnn):
+    """The compiled step is Decoder.cell_step: the RNN's cell arithmetic is in the graph, not a fused RNN op."""
     model = quatrain.Autoencoder(tiny.evolve(rnn=rnn), "compiled")
     with torch._dynamo.config.patch(allow_rnn=True):
-        explanation = torch._dynamo.explain(model.decoder.step)(*_step_inputs(model))
+        explanation = torch._dynamo.explain(model.decoder.cell_step)(*_step_inputs(model))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
     ops = _called(explanation)
-    assert any({"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}[rnn] in op for op in ops), "RNN left out of the graph"
+    assert sum("linear" in op for op in ops) >= 2 * tiny.num_layers, "RNN cell arithmetic left out of the graph"
+    assert any(("sigmoid" if rnn != "rnn" else "tanh") in op for op in ops)
+    assert not any(kind in op for op in ops for kind in ("lstm", "gru", "rnn_tanh")), "a fused RNN op is in the graph"
     assert any("scaled_dot_product_attention" in op for op in ops)
 
 
-def test_without_allow_rnn_dynamo_would_leave_the_rnn_out(registry, tiny):
-    """Why the backend sets allow_rnn: without it the LSTM silently stays out of the graph (no break reported)."""
+def test_without_allow_rnn_dynamo_would_leave_nn_lstm_out(registry, tiny):
+    """Why the backend compiles cell_step: dynamo silently leaves nn.LSTM out of the graph (no break reported)."""
     model = quatrain.Autoencoder(tiny, "compiled")
     with torch._dynamo.config.patch(allow_rnn=False):
         explanation = torch._dynamo.explain(model.decoder.step)(*_step_inputs(model))
@@ -65,3 +68,5 @@ def test_compiled_step_is_memoised_per_decoder(registry, tiny):
     assert model.decoder.attention.wrap_step(model.decoder.step) is step  # torch.compile is lazy: no compile yet
     copy = __import__("copy").deepcopy(model)
     assert copy.decoder.attention.wrap_step(copy.decoder.step) is not step
+    with pytest.raises(TypeError, match="compiled wraps Decoder.step"):
+        model.decoder.attention.wrap_step(lambda *args: args)
