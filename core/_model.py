@@ -47,6 +47,7 @@ def rnn_cell_step(rnn: nn.RNNBase, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         gi, gh = F.linear(x, w_ih, b_ih), F.linear(h0[layer], w_hh, b_hh)  # (B, G*H)
         if lstm:
             i, f, g, o = (gi + gh).chunk(4, dim=-1)
+            assert c0 is not None
             c = torch.sigmoid(f) * c0[layer] + torch.sigmoid(i) * torch.tanh(g)
             x = torch.sigmoid(o) * torch.tanh(c)
             cs.append(c)

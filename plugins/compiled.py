@@ -6,8 +6,9 @@ eager fallback. It compiles ``Decoder.cell_step``, the same step with the RNN la
 arithmetic: dynamo leaves ``nn.LSTM``/``nn.GRU``/``nn.RNN`` to eager unless ``allow_rnn`` is set, and with
 it the fused cuDNN op failed to trace on an H200 (torch 2.11: "Unsupported: Observed exception",
 benchmarks/h200-seed-fp32.json). ``allow_rnn`` is still set, so that dynamo may hold the RNN module whose
-weights the cell arithmetic reads. On CUDA the mode is
-``reduce-overhead`` (CUDA graphs); on CPU the default mode (inductor C++ kernels). The parallel path
+weights the cell arithmetic reads. The mode is the default one (inductor kernels) on every device; on
+CUDA, quatrain's TrainStep captures the whole train step, compiled kernels included, in one CUDA graph.
+The parallel path
 (teacher forcing 1.0) is the cached decoder's, uncompiled: it is one RNN call and one attention call.
 tests/plugins/test_compiled.py counts the graphs and breaks.
 """
@@ -45,7 +46,8 @@ class CompiledAttention(CachedDecoderAttention):
         warmup_seconds=COLD_COMPILE_SECONDS,
         notes=(
             "the decoder step (RNN cell + attention + integration + output) is one compiled graph; "
-            "CUDA uses CUDA graphs (mode='reduce-overhead')",
+            "default mode (inductor kernels) on every device; on CUDA the whole train step is captured in one "
+            "CUDA graph by quatrain's TrainStep, which holds the compiled kernels too",
             "the parallel path (teacher forcing 1.0) is not compiled",
             *SDPA_KERNEL_NOTES[:2],
         ),
@@ -76,7 +78,10 @@ class CompiledAttention(CachedDecoderAttention):
         # Keyed by the decoder the step belongs to: a deep copy of the model gets its own entry.
         key = (id(decoder), device)
         if key not in self._compiled:
-            mode = "reduce-overhead" if device == "cuda" else None
+            # Default mode on every device: reduce-overhead's CUDA graphs cannot hold a decode loop whose step
+            # outputs feed the next step and wait for backward (their memory is overwritten on replay); the
+            # whole train step is captured in one CUDA graph by quatrain's TrainStep instead.
+            mode = None
             # The cell-arithmetic form of the step: the fused (cuDNN) RNN op cannot be traced on CUDA.
             compiled = torch.compile(decoder.cell_step, mode=mode, fullgraph=True)
 
