@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -124,3 +127,23 @@ def _poetry_files(tmp_path):
 def _shared_poetry_files(tmp_path_factory):
     """The same files, once per test module (for module-scoped training runs)."""
     return write_poetry_files(tmp_path_factory.mktemp("poetry"))
+
+
+@pytest.fixture(name="install")
+def _install(tmp_path, monkeypatch):
+    """``install(dist, {entry_name: source})``: a fake installed distribution with quatrain entry points."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def install(dist: str, plugins: dict[str, str]) -> None:
+        info = tmp_path / f"{dist}-1.2.3.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+        lines = ["[quatrain]"]
+        for entry, source in plugins.items():
+            module = f"{dist}_{entry}".replace("-", "_")
+            (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+            monkeypatch.delitem(sys.modules, module, raising=False)  # each test imports its own source
+            lines.append(f"{entry} = {module}")
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+    return install

@@ -5,34 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import textwrap
 
 import pytest
 from click.testing import CliRunner
 
 from quatrain.cli import _plugins, cli
-
-
-@pytest.fixture(name="install")
-def _install(tmp_path, monkeypatch):
-    """``install(dist, {entry_name: source})``: a fake installed distribution with quatrain entry points."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def install(dist: str, plugins: dict[str, str]) -> None:
-        info = tmp_path / f"{dist}-1.2.3.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-        lines = ["[quatrain]"]
-        for entry, source in plugins.items():
-            module = f"{dist}_{entry}".replace("-", "_")
-            (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
-            monkeypatch.delitem(sys.modules, module, raising=False)
-            lines.append(f"{entry} = {module}")
-        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-
-    return install
-
 
 GOOD = """
     from quatrain import hookimpl
