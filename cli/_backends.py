@@ -39,6 +39,20 @@ def backend_rows(device: str | None, dtype: str) -> tuple[list[dict[str, Any]], 
                 "capabilities": entry.cls.capabilities.to_dict(),
             }
         )
+    for name in sorted(set(registry.declared) - set(registry.backends)):
+        declared = registry.declared[name]
+        rows.append({
+            "name": name,
+            "plugin": declared.plugin,
+            "distribution": declared.distribution,
+            "version": declared.version,
+            "device": device,
+            "dtype": dtype,
+            "available": False,
+            "reasons": [{"code": "plugin", "message": f"its plugin {declared.plugin!r} is broken: {declared.error}",
+                         "hint": "see 'quatrain doctor'; its capabilities are its package's static declaration"}],
+            "capabilities": declared.capabilities.to_dict(),
+        })  # fmt: skip
     return rows, registry
 
 

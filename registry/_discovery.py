@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import pluggy
 
-from quatrain import AttentionBackend, ModelConfig, PluginError, UnknownBackendError, hookspecs
+from quatrain import AttentionBackend, Capabilities, ModelConfig, PluginError, UnknownBackendError, hookspecs
 
 from ._cards import ModelCard, make_card
 from ._layouts import Converter, LayoutGraph
@@ -60,6 +60,19 @@ class BackendEntry:
     version: str | None
 
 
+@attrs.frozen(kw_only=True)
+class DeclaredBackend:
+    """A backend known only from its distribution's static declaration, because its plugin is broken."""
+
+    name: str
+    capabilities: Capabilities
+    plugin: str
+    distribution: str
+    version: str | None
+    error: str
+    """Why its plugin did not load."""
+
+
 class Registry:
     """Everything the loaded plugins contributed: backends, layout converters, model cards, plugins' status."""
 
@@ -69,6 +82,8 @@ class Registry:
         self.models: dict[str, ModelCard] = {}
         self.layouts = LayoutGraph()
         self.plugins: dict[str, PluginRecord] = {}
+        self.declared: dict[str, DeclaredBackend] = {}
+        """Backends that a broken plugin's distribution declares statically (group ``quatrain.capabilities``)."""
 
     def backend(self, name: str) -> BackendEntry:
         """The entry for ``name``; unknown names get an error listing the known ones and broken plugins."""
@@ -193,7 +208,37 @@ def load_registry(
             broken(name, module, dist, e)
             continue
         _collect(registry, name, module, dist, broken)
+    if entry_points:
+        _declare_broken(registry)
     return registry
+
+
+CAPABILITIES_GROUP = f"{GROUP}.capabilities"
+
+
+def _declare_broken(registry: Registry) -> None:
+    """Read the static capability records of backends whose plugin is broken.
+
+    A distribution may declare ``backend-name = "light.module:CAPABILITIES"`` in the entry-point group
+    ``quatrain.capabilities`` (a module that imports nothing but quatrain), so that ``quatrain backends``
+    can still say what a backend is while its plugin fails to import.
+    """
+    broken = {p.distribution: p for p in registry.plugins.values() if p.status == "broken" and p.distribution}
+    if not broken:
+        return
+    for ep in metadata.entry_points(group=CAPABILITIES_GROUP):
+        record = broken.get(ep.dist.name if ep.dist else None)  # type: ignore[arg-type]  # None never matches
+        if record is None or ep.name in registry.backends or ep.name in registry.declared:
+            continue
+        try:
+            capabilities = ep.load()
+        except Exception:  # a broken declaration of a broken plugin: nothing more to show
+            continue
+        if isinstance(capabilities, Capabilities):
+            registry.declared[ep.name] = DeclaredBackend(
+                name=ep.name, capabilities=capabilities, plugin=record.name,
+                distribution=record.distribution or "", version=record.version, error=record.error or "",
+            )  # fmt: skip
 
 
 def _collect(registry: Registry, name: str, module: str, dist: Any, broken: Callable[..., None]) -> None:

@@ -134,16 +134,22 @@ def _install(tmp_path, monkeypatch):
     """``install(dist, {entry_name: source})``: a fake installed distribution with quatrain entry points."""
     monkeypatch.syspath_prepend(str(tmp_path))
 
-    def install(dist: str, plugins: dict[str, str]) -> None:
+    def install(dist: str, plugins: dict[str, str], capabilities: dict[str, str] | None = None) -> None:
+        """``capabilities``: backend name -> source of a module defining CAPS (group quatrain.capabilities)."""
         info = tmp_path / f"{dist}-1.2.3.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-        lines = ["[quatrain]"]
-        for entry, source in plugins.items():
-            module = f"{dist}_{entry}".replace("-", "_")
-            (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
-            monkeypatch.delitem(sys.modules, module, raising=False)  # each test imports its own source
-            lines.append(f"{entry} = {module}")
-        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        groups: dict[str, list[str]] = {"quatrain": [], "quatrain.capabilities": []}
+        for group, entries, suffix in (
+            ("quatrain", plugins, ""),
+            ("quatrain.capabilities", capabilities or {}, "_caps"),
+        ):
+            for entry, source in entries.items():
+                module = f"{dist}_{entry}{suffix}".replace("-", "_")
+                (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+                monkeypatch.delitem(sys.modules, module, raising=False)  # each test imports its own source
+                groups[group].append(f"{entry} = {module}" + (":CAPS" if suffix else ""))
+        text = "".join(f"[{group}]\n" + "".join(f"{line}\n" for line in lines) for group, lines in groups.items())
+        (info / "entry_points.txt").write_text(text)
 
     return install

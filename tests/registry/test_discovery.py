@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import quatrain
@@ -118,3 +120,33 @@ def test_plugins_registered_directly(tiny):
 
     registry = load_registry(entry_points=False, plugins=[("mine", naive)])
     assert registry.backend("naive").plugin == "mine"
+
+
+DECLARED = """
+    from quatrain import Capabilities
+
+    CAPS = Capabilities(layout="split-qkvo", devices=("cuda",), exact=False, notes=("needs a CUDA extension",))
+"""
+
+
+def test_a_broken_plugins_declared_capabilities_are_still_listed(install):
+    """A distribution may declare its backends' capabilities statically; they show while the plugin is broken."""
+    from click.testing import CliRunner
+
+    from quatrain.cli import cli
+
+    install("acme-attn", {"bad": RAISES_ON_IMPORT}, capabilities={"fancy": DECLARED})
+    registry = load_registry()
+    declared = registry.declared["fancy"]
+    assert (declared.plugin, declared.distribution) == ("bad", "acme-attn")
+    assert declared.capabilities.devices == ("cuda",) and "broken on purpose" in declared.error
+    assert "fancy" not in registry.backends  # listed, never runnable
+    result = CliRunner().invoke(cli, ["backends", "--json"])
+    row = next(b for b in json.loads(result.output)["backends"] if b["name"] == "fancy")
+    assert row["available"] is False and row["reasons"][0]["code"] == "plugin"
+    assert row["capabilities"]["notes"] == ["needs a CUDA extension"]
+
+
+def test_declarations_of_a_working_plugin_are_ignored(install):
+    install("acme-attn", {"other": GOOD}, capabilities={"fancy": DECLARED})
+    assert load_registry().declared == {}
