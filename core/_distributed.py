@@ -136,9 +136,17 @@ def init_from_env(device: torch.device) -> DistContext:
     return DistContext(rank=rank, world_size=world, local_rank=local, device=device, backend=backend, owns_group=owns)
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (a no-op for one process)."""
+def shutdown(ctx: DistContext, *, wait_for_peers: bool = True) -> None:
+    """Leave the process group (a no-op for one process).
+
+    Args:
+        wait_for_peers: meet the other ranks at a barrier first, so that no rank tears down gloo while a
+            peer's last collectives are still in flight (which aborted a rank now and then:
+            "terminate called without an active exception"). False after an error, where peers may be gone.
+    """
     if ctx.is_distributed and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -547,12 +547,15 @@ def train(
     ranks, and only rank 0 writes files and calls the callbacks.
     """
     ctx = init_from_env(resolve_device(config.device))
+    finished = False
     try:
         with failing_fast(ctx):
-            return _train(ctx, config, out, resume, data, on_batch, on_epoch)
+            result = _train(ctx, config, out, resume, data, on_batch, on_epoch)
+        finished = True
+        return result
     finally:
         if ctx.owns_group:
-            shutdown(ctx)
+            shutdown(ctx, wait_for_peers=finished)
 
 
 def _train(
