@@ -130,7 +130,26 @@ class _Graphed:
         return result.clone()
 
 
-class TrainStep:
+class _Step:
+    """What TrainStep and InferenceStep share: a callable replayed from a CUDA graph where possible."""
+
+    _runner: _Graphed
+
+    @property
+    def graphed(self) -> bool:
+        """Whether the step is being replayed from a captured CUDA graph."""
+        return self._runner.graphed
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why capture was asked for but is off, or None."""
+        return self._runner.fallback_reason
+
+    def __call__(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self._runner(x, mask)
+
+
+class TrainStep(_Step):
     """One optimisation step on a batch: forward, ``reconstruction_loss``, backward, clip, AdamW.
 
     Args:
@@ -170,16 +189,6 @@ class TrainStep:
         self._params = params
         self._runner = _Graphed(self._step, cuda_graph=cuda_graph, warmup=warmup, what="train step")
 
-    @property
-    def graphed(self) -> bool:
-        """Whether the step is being replayed from a captured CUDA graph."""
-        return self._runner.graphed
-
-    @property
-    def fallback_reason(self) -> str | None:
-        """Why capture was asked for but is off, or None."""
-        return self._runner.fallback_reason
-
     def _step(self, x: Tensor, mask: Tensor) -> Tensor:
         # Grads stay allocated (zeroed, not freed) once a graph exists: the graph owns their memory.
         self.optimizer.zero_grad(set_to_none=self._runner.graph is None)
@@ -191,11 +200,8 @@ class TrainStep:
         self.optimizer.step()
         return loss.detach()
 
-    def __call__(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self._runner(x, mask)
 
-
-class InferenceStep:
+class InferenceStep(_Step):
     """Autoregressive reconstruction without gradients (teacher forcing 0), optionally from one CUDA graph.
 
     Args:
@@ -210,17 +216,6 @@ class InferenceStep:
         self.model = model.eval()
         self._runner = _Graphed(self._forward, cuda_graph=cuda_graph, warmup=warmup, what="inference step")
 
-    @property
-    def graphed(self) -> bool:
-        return self._runner.graphed
-
-    @property
-    def fallback_reason(self) -> str | None:
-        return self._runner.fallback_reason
-
     def _forward(self, x: Tensor, mask: Tensor) -> Tensor:
         with torch.no_grad():
             return self.model(x, mask, teacher_forcing=0.0).reconstruction
-
-    def __call__(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self._runner(x, mask)

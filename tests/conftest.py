@@ -25,6 +25,16 @@ def _fresh_registry():
     set_registry(None)
 
 
+@pytest.fixture(name="one_thread")
+def _one_thread():
+    """Torch on one thread for the test: tiny models gain nothing from threads, and on a busy machine
+    OpenMP's waiting costs seconds per call. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(name="registry")
 def _registry():
     """The installed plugins' registry, made the process-wide one for this test."""

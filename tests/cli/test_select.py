@@ -29,14 +29,13 @@ class Fakes:
         register(FastWrong)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def _one_thread_and_cache(tmp_path, monkeypatch):
-    """Tiny models gain nothing from threads (a busy machine makes OpenMP slow); a private decision cache."""
+def _private_cache(tmp_path, monkeypatch):
+    """A private decision cache for every test."""
     monkeypatch.setenv("QUATRAIN_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(name="fakes")

@@ -6,7 +6,6 @@ import json
 
 import attrs
 import pytest
-import torch
 
 import quatrain
 from quatrain import BackendUnavailableError, Reason, UnknownBackendError, hookimpl
@@ -70,13 +69,7 @@ TIMINGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a busy machine OpenMP's waiting costs seconds per call."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(name="fakes")
