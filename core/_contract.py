@@ -87,7 +87,7 @@ class Capabilities:
     tolerance: float = 1e-5
     """Largest relative error against the naive reference in float32 it promises."""
     warmup: str = "none"
-    """What its first call costs beyond a normal call (e.g. 'torch.compile, 15-25 s cold on CPU')."""
+    """What its first call costs beyond a normal call (e.g. 'torch.compile, about 25 s cold on CPU')."""
     warmup_seconds: float = 0.0
     """Typical one-off warm-up cost in seconds, counted against a job's length by auto-selection."""
     requires: tuple[str, ...] = ()

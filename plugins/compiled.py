@@ -25,10 +25,10 @@ from quatrain._contract import StepFn
 from ._attention import SDPA_KERNEL_NOTES
 from .cached_decoder import CachedDecoderAttention
 
-# Cold compile of the decoder step, forward and backward, on this project's 2-core CPU machine, torch 2.13:
-# 34 s at the tiny preset on a lightly loaded machine; about 80 s at the seed preset (first training step
-# 101.6 s minus a 20 s step) with the machine under load 9-12 from other jobs. Used by auto-selection.
-COLD_COMPILE_SECONDS = 60.0
+# Cold compile of the decoder step (cell arithmetic), forward and backward, measured with
+# `TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 python benchmarks/cold_compile.py PRESET` on this project's idle 2-core
+# CPU machine, torch 2.13: 24.7 s (tiny), 26.4 s (seed); rounded up. Used by auto-selection.
+COLD_COMPILE_SECONDS = 30.0
 
 
 class CompiledAttention(CachedDecoderAttention):
@@ -39,7 +39,7 @@ class CompiledAttention(CachedDecoderAttention):
         deterministic=False,
         tolerance=1e-5,
         warmup=(
-            "torch.compile of the whole decoder step, forward and backward: cold 30-90 s on a 2-core CPU; "
+            "torch.compile of the whole decoder step, forward and backward: cold about 26 s on a 2-core CPU; "
             "again for each new dtype, device, train/eval and need_weights combination; "
             "new models of the same shape reuse the compiled graph"
         ),

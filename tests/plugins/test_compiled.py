@@ -1,7 +1,8 @@
 """compiled: the whole decoder step really compiles (one graph, no break), and conforms to naive.
 
-Cold compiles cost 15-35 s each on a 2-core CPU, so this file compiles once (lstm, forward and
-backward, through the conformance kit) and checks gru and rnn with dynamo's tracer only.
+Cold compiles cost about 25 s each on a 2-core CPU (benchmarks/cold_compile.py), so this file compiles
+once (lstm, forward and backward, through the conformance kit) and checks gru and rnn with dynamo's
+tracer only.
 """
 
 from __future__ import annotations
