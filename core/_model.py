@@ -126,10 +126,17 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """RNN decoder; step t reads the target (or its own output) at t-1, never target t."""
 
-    def __init__(self, config: ModelConfig, attention: AttentionBackend | None) -> None:
+    def __init__(
+        self, config: ModelConfig, attention: AttentionBackend | None, forced_runs: bool | None = None
+    ) -> None:
         super().__init__()
         H, E, L = config.hidden_size, config.embed_dim, config.num_layers
         self.num_layers, self.hidden_size = L, H
+        # How the sequential decode runs stretches of teacher-forced steps (chosen here, stored): True = each
+        # stretch as one RNN call with its queries attending at once; False = the step loop; None = stretches
+        # on CPU only (reading the coins on the host is free there; on CUDA it would sync, and a captured
+        # graph holds one fixed step pattern, so CUDA keeps the step loop with device-side coins).
+        self.forced_runs = forced_runs
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
         self.input_proj = nn.Linear(E, H)
         self.init_h = nn.Linear(config.bottleneck_dim, L * H)
@@ -180,15 +187,28 @@ class Decoder(nn.Module):
 
     def run(
         self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
-        """All steps at once when every input is known: one RNN call, all queries attend together."""
-        out, _ = self.rnn(self.input_proj(inputs), state)  # (B, T, H)
+    ) -> tuple[Tensor, Any, Tensor | None]:
+        """Consecutive steps at once when their inputs are known: one RNN call, their queries attend together.
+
+        Args:
+            inputs: (B, n, E), the inputs of n consecutive steps; positions: (n, H), theirs.
+
+        Returns:
+            Outputs (B, n, E), the RNN state after the last step, weights (B, heads, n, S) if asked.
+        """
+        out, state = self.rnn(self.input_proj(inputs), state)  # (B, n, H)
         queries = self.dropout(out) + positions
         weights = None
         if self.attention is not None:
             context, weights = self.attention.parallel(queries, attn_state, need_weights)
             queries = torch.cat([queries, context], dim=-1)
-        return self.out(self.integrate(queries)), weights
+        return self.out(self.integrate(queries)), state, weights
+
+    def runs_forced_stretches(self, device: torch.device) -> bool:
+        """Whether the sequential decode on ``device`` runs teacher-forced stretches as RNN calls."""
+        if not self.can_run_parallel:
+            return False
+        return device.type == "cpu" if self.forced_runs is None else self.forced_runs
 
     @property
     def can_run_parallel(self) -> bool:
@@ -213,11 +233,15 @@ class Decoder(nn.Module):
         if forced and teacher_forcing >= 1.0 and self.can_run_parallel:
             assert targets is not None
             inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
-            return self.run(inputs, state, attn_state, positions, need_weights)
+            out, _, weights = self.run(inputs, state, attn_state, positions, need_weights)
+            return out, weights
         # One coin per step for the whole batch (as the original): True = feed the target. Drawn on the
         # model's device and applied with torch.where, so a captured CUDA graph draws fresh coins per replay.
         coins = torch.rand(length, device=z.device) < teacher_forcing if forced else None
         step = self.attention.wrap_step(self.step) if self.attention is not None else self.step
+        if coins is not None and targets is not None and self.runs_forced_stretches(z.device):
+            inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
+            return self._decode_stretches(step, inputs, coins, state, attn_state, positions, need_weights)
         outputs, weights = [], []
         inp = start
         for t in range(length):
@@ -232,6 +256,42 @@ class Decoder(nn.Module):
                     inp = y.detach()
         return torch.stack(outputs, dim=1), (torch.stack(weights, dim=2) if weights else None)
 
+    def _decode_stretches(
+        self,
+        step: Any,
+        inputs: Tensor,
+        coins: Tensor,
+        state: Any,
+        attn_state: Any,
+        positions: Tensor,
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The step loop's result, with each stretch of known inputs (step 0, then every step whose coin
+        says 'target') run as one ``run`` call; a step that reads the model's own output runs alone.
+
+        Equal to the step loop to float tolerance, outputs and gradients (tests/core/test_model.py).
+        """
+        length = inputs.shape[1]
+        known = [True, *coins[1:].tolist()]  # the coins on the host: free on CPU, where this path runs
+        outputs: list[Tensor] = []
+        weights: list[Tensor] = []
+        t = 0
+        while t < length:
+            if known[t]:
+                end = t + 1
+                while end < length and known[end]:
+                    end += 1
+                y, state, w = self.run(inputs[:, t:end], state, attn_state, positions[t:end], need_weights)
+            else:
+                end = t + 1
+                y1, state, w1 = step(outputs[-1][:, -1].detach(), state, attn_state, positions[t], need_weights)
+                y, w = y1.unsqueeze(1), (w1.unsqueeze(2) if w1 is not None else None)
+            outputs.append(y)
+            if w is not None:
+                weights.append(w)
+            t = end
+        return torch.cat(outputs, dim=1), (torch.cat(weights, dim=2) if weights else None)
+
 
 class Autoencoder(nn.Module):
     """Encode a sequence of word vectors to z (and a memory), decode it back through an attention backend.
@@ -240,9 +300,18 @@ class Autoencoder(nn.Module):
         config: the model's hyperparameters.
         backend: an attention backend name (looked up among the registered plugins), a backend class,
             or None for 'naive'. Must be None when ``config.attention == 'none'``.
+        forced_runs: how the sequential decode (0 < teacher forcing < 1) runs stretches of teacher-forced
+            steps: True = each as one RNN call with its queries attending at once, False = one step at a
+            time, None (default) = stretches on CPU, the step loop on CUDA (``Decoder.forced_runs``).
     """
 
-    def __init__(self, config: ModelConfig, backend: str | type[AttentionBackend] | None = None) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        backend: str | type[AttentionBackend] | None = None,
+        *,
+        forced_runs: bool | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         attention = None
@@ -253,7 +322,7 @@ class Autoencoder(nn.Module):
             cls = resolve_backend(backend or "naive", config)
             attention = cls(config.hidden_size, config.num_heads)
         self.encoder = Encoder(config)
-        self.decoder = Decoder(config, attention)
+        self.decoder = Decoder(config, attention, forced_runs)
 
     @property
     def backend(self) -> str:

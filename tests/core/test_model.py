@@ -174,3 +174,59 @@ def test_cell_step_equals_the_fused_rnn_step(tiny, rnn):
     (g_fused,) = torch.autograd.grad(fused.sum(), x)
     (g_cells,) = torch.autograd.grad(cells.sum(), x)
     torch.testing.assert_close(g_cells, g_fused, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rnn", RNNS)
+@pytest.mark.parametrize("attention", ["encoder", "none"])
+@pytest.mark.parametrize("teacher_forcing", [0.3, 0.9])
+def test_forced_stretches_equal_the_step_loop(tiny, make_batch, rnn, attention, teacher_forcing):
+    """0 < teacher forcing < 1: each stretch of forced steps as one RNN call == the step loop, forward and
+    every gradient (parameters and input), for many random coin patterns."""
+    config = tiny.evolve(rnn=rnn, attention=attention)
+    stretches = quatrain.Autoencoder(config, forced_runs=True)
+    loop = quatrain.Autoencoder(config, forced_runs=False)
+    loop.load_state_dict(stretches.state_dict())
+    x, mask = make_batch(config, [9, 5, 2, 0])
+    patterns = set()
+
+    def run(model, seed):
+        model.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(seed)
+        out = model(xi, mask, teacher_forcing=teacher_forcing)
+        torch.manual_seed(seed)
+        patterns.add(tuple((torch.rand(9) < teacher_forcing).tolist()))  # the coins the forward drew
+        quatrain.reconstruction_loss(out.reconstruction, xi, mask).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out.reconstruction.detach(), xi.grad.clone(), grads
+
+    for seed in range(6):
+        out_s, gx_s, grads_s = run(stretches, seed)
+        out_l, gx_l, grads_l = run(loop, seed)
+        assert rel_error(out_s, out_l) <= 1e-5
+        assert rel_error(gx_s, gx_l) <= 1e-5
+        assert grads_s.keys() == grads_l.keys()
+        for name in grads_l:
+            assert rel_error(grads_s[name], grads_l[name]) <= 1e-5, (name, rel_error(grads_s[name], grads_l[name]))
+    assert len(patterns) > 1  # several coin patterns were compared, not one
+
+
+def test_forced_stretches_run_fewer_rnn_calls(tiny, make_batch):
+    """The choice is stored and taken: stretches make one RNN call per stretch, the step loop one per step;
+    None (the default) takes stretches on CPU. Attention weights agree too."""
+    x, mask = make_batch(tiny, [8, 6])
+    models = {choice: quatrain.Autoencoder(tiny, forced_runs=choice) for choice in (True, False, None)}
+    for model in models.values():
+        model.load_state_dict(models[True].state_dict())
+    calls = {}
+    weights = {}
+    for choice, model in models.items():
+        seen = []
+        model.decoder.rnn.register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0].shape[1]))
+        torch.manual_seed(1)
+        weights[choice] = model(x, mask, teacher_forcing=0.7, need_weights=True).attention
+        calls[choice] = seen
+    assert calls[False] == [1] * 8
+    assert sum(calls[True]) == 8 and len(calls[True]) < 8
+    assert calls[None] == calls[True]
+    torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
