@@ -124,7 +124,14 @@ def install(specs: tuple[str, ...], editables: tuple[Path, ...], upgrade: bool) 
     done = pip(*args)
     if done.returncode != 0:
         raise _pip_failed("install", done)
-    after = probe()
+    try:
+        after = probe()
+    except click.ClickException as e:  # quatrain itself no longer starts: undo what pip added
+        new = sorted(set(installed_distributions()) - set(before))
+        undone = pip("uninstall", "-y", *new) if new else None
+        if undone is not None and undone.returncode == 0:
+            raise click.ClickException(f"{e.message}; uninstalled {', '.join(new)} again") from None
+        raise
     changed = {name for name, version in after["distributions"].items() if before.get(name) != version}
     mine = [p for p in after["plugins"] if p["distribution"] and canonical(p["distribution"]) in changed]
     if not mine:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._errors import CheckpointLayoutError as CheckpointLayoutError
     from ._errors import ConfigError as ConfigError
     from ._errors import PluginError as PluginError
+    from ._errors import PluginWarning as PluginWarning
     from ._errors import QuatrainError as QuatrainError
     from ._errors import UnknownBackendError as UnknownBackendError
     from ._loss import reconstruction_loss as reconstruction_loss
@@ -56,6 +57,7 @@ _EXPORTS = {
     "CheckpointLayoutError": "._errors",
     "ConfigError": "._errors",
     "PluginError": "._errors",
+    "PluginWarning": "._errors",
     "QuatrainError": "._errors",
     "UnknownBackendError": "._errors",
     "reconstruction_loss": "._loss",
@@ -88,6 +90,7 @@ __all__ = [
     "InferenceStep",
     "ModelConfig",
     "PluginError",
+    "PluginWarning",
     "QuatrainError",
     "Reason",
     "TrainConfig",

@@ -20,6 +20,7 @@ from ._config import ModelConfig
 from ._contract import AttentionBackend
 from ._errors import CheckpointError, CheckpointLayoutError, ConfigError, QuatrainError
 from ._model import Autoencoder
+from ._resolve import convert_layout
 
 FORMAT = "quatrain-checkpoint/1"
 ATTENTION_PREFIX = "decoder.attention."
@@ -187,7 +188,7 @@ def load(
     Args:
         path: a ``.safetensors`` checkpoint written by ``save``.
         backend: run it on this backend instead of the one it was saved with; the attention weights
-            are converted between layouts through the registry's converters.
+            are converted between layouts through the backend table's converters.
         device: where to put the tensors.
 
     Raises:
@@ -212,10 +213,7 @@ def load(
 
 def convert_attention_tensors(tensors: Mapping[str, Tensor], source: str, target: str) -> dict[str, Tensor]:
     """Convert the attention part of a full state dict from layout ``source`` to ``target``."""
-    import importlib
-
-    layouts = importlib.import_module("quatrain.registry")  # see _resolve: core defers to the registry lazily
     attention = {k[len(ATTENTION_PREFIX) :]: v for k, v in tensors.items() if k.startswith(ATTENTION_PREFIX)}
-    converted = layouts.convert_layout(attention, source, target)
+    converted = convert_layout(attention, source, target)  # the backend table's converters (core/_resolve.py)
     rest = {k: v for k, v in tensors.items() if not k.startswith(ATTENTION_PREFIX)}
     return {**rest, **{ATTENTION_PREFIX + k: v for k, v in converted.items()}}

@@ -18,7 +18,7 @@ import attrs
 import torch
 import torch.distributed as dist
 
-from ._errors import ConfigError, QuatrainError
+from ._errors import ConfigError, DistributedError
 
 if TYPE_CHECKING:
     from ._metrics import ReconstructionMetrics
@@ -27,10 +27,6 @@ TIMEOUT_ENV = "QUATRAIN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
 """Seconds a collective waits for a silent peer before the job fails (torchrun ends the job sooner when a
 rank exits; this bounds the case of a rank that is alive but stuck)."""
-
-
-class DistributedError(QuatrainError):
-    """A rank of a distributed job failed, or the job's environment is inconsistent."""
 
 
 @attrs.frozen

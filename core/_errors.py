@@ -32,3 +32,23 @@ class CheckpointError(QuatrainError):
 
 class CheckpointLayoutError(CheckpointError):
     """A checkpoint's tensors do not fit the layout its metadata names (missing, extra or misshapen keys)."""
+
+
+class DataError(QuatrainError, ValueError):
+    """Training data cannot be used as given."""
+
+
+class CorpusError(DataError):
+    """A corpus is missing, empty, not UTF-8, or malformed (e.g. a JSON record without ``text``)."""
+
+
+class EmbeddingsError(DataError):
+    """Embeddings are missing, ragged, non-finite or otherwise unusable."""
+
+
+class DistributedError(QuatrainError):
+    """A rank of a distributed job failed, or the job's environment is inconsistent."""
+
+
+class PluginWarning(UserWarning):
+    """Plugin settings that do something a user may not expect (an empty allow-list, an unknown name)."""

@@ -1,8 +1,7 @@
-"""The autoencoder: packed RNN encoder, bottleneck, RNN decoder with cross-attention through a backend."""
+"""The autoencoder: an RNN encoder over the padded batch, a bottleneck, an RNN decoder attending through a backend."""
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any
 
@@ -14,7 +13,7 @@ from torch import Tensor, nn
 from ._config import ModelConfig
 from ._contract import AttentionBackend
 from ._errors import ConfigError
-from ._resolve import resolve_backend
+from ._resolve import convert_layout, resolve_backend
 
 _RNN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -98,7 +97,7 @@ class AutoencoderOutput:
 
 
 class Encoder(nn.Module):
-    """RNN over packed sequences (pads never touch a state); memory = states (+ positions); z from the last state."""
+    """RNN over the padded batch (pads come last, none touches a real state); memory = states (+ positions)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -367,7 +366,7 @@ class Autoencoder(nn.Module):
         """Switch this live model to another attention backend, converting its attention parameters.
 
         The new attention module gets the old one's parameters converted to its layout through the
-        registry's converters (exact), on the same device and dtype, in the same training mode.
+        backend table's converters (exact), on the same device and dtype, in the same training mode.
         Optimizers holding the old parameters must be rebuilt. Returns ``self``.
 
         Raises:
@@ -385,8 +384,7 @@ class Autoencoder(nn.Module):
         state = old.state_dict()
         source, target = old.capabilities.layout, cls.capabilities.layout
         if source != target:
-            registry = importlib.import_module("quatrain.registry")  # see _resolve: core defers lazily
-            state = registry.convert_layout(state, source, target)
+            state = convert_layout(state, source, target)
         new.to(device=reference.device, dtype=reference.dtype)
         new.load_state_dict(state, strict=True)
         new.train(old.training)

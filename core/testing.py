@@ -20,7 +20,6 @@ Bars: float32 1e-5 (or the backend's declared ``tolerance`` if looser), bfloat16
 from __future__ import annotations
 
 import copy
-import importlib
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
@@ -34,6 +33,8 @@ from ._config import RNN_KINDS, ModelConfig
 from ._contract import DTYPE_NAMES, AttentionBackend, Reason, dtype_name
 from ._errors import QuatrainError
 from ._model import Autoencoder
+from ._resolve import convert_layout, lookup_backend
+from ._resolve import hardware as probe_hardware
 
 __all__ = ["TOLERANCES", "CheckResult", "ConformanceReport", "assert_conforms", "check_backend"]
 
@@ -306,7 +307,7 @@ class _Kit:
 
 def _lookup(registry: Any, backend: str | type[AttentionBackend]) -> type[AttentionBackend]:
     if isinstance(backend, str):
-        cls: type[AttentionBackend] = registry.backend(backend).cls
+        cls: type[AttentionBackend] = lookup_backend(backend) if registry is None else registry.backend(backend).cls
         return cls
     return backend
 
@@ -338,16 +339,16 @@ def check_backend(
     Returns:
         The report; ``report.passed`` is the verdict and ``report.format()`` explains it.
     """
-    reg_module = importlib.import_module("quatrain.registry")  # core defers to the registry lazily
-    registry = registry or reg_module.get_registry()
     cls, ref = _lookup(registry, backend), _lookup(registry, reference)
     source, target = ref.capabilities.layout, cls.capabilities.layout
 
     def convert(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return dict(state) if source == target else registry.convert_layout(state, source, target)
+        if source == target:
+            return dict(state)
+        return (registry.convert_layout if registry is not None else convert_layout)(state, source, target)
 
     kit = _Kit(cls, ref, convert, seed)
-    hardware = reg_module.detect_hardware()
+    hardware = probe_hardware()  # the backend table's probe (core/_resolve.py)
     explicit_devices = devices is not None
     devices = tuple(devices) if devices is not None else cls.capabilities.devices
     dtypes = tuple(dtypes) if dtypes is not None else cls.capabilities.dtypes

@@ -1,19 +1,19 @@
-"""The registry: plugin discovery, hardware probe, layout conversion (and, later, selection and the zoo)."""
+"""The registry: plugin discovery, the hardware probe, layout conversion, selection, the bench and the zoo."""
 
 from ._bench import run_bench as run_bench
 from ._cards import ModelCard as ModelCard
-from ._cards import UnknownModelError as UnknownModelError
-from ._cards import get_card as get_card
-from ._cards import get_cards as get_cards
 from ._discovery import BackendEntry as BackendEntry
 from ._discovery import PluginRecord as PluginRecord
 from ._discovery import Registry as Registry
-from ._discovery import backend_for as backend_for
 from ._discovery import convert_layout as convert_layout
+from ._discovery import get_card as get_card
+from ._discovery import get_cards as get_cards
 from ._discovery import get_registry as get_registry
 from ._discovery import load_registry as load_registry
 from ._discovery import make_plugin_manager as make_plugin_manager
 from ._discovery import set_registry as set_registry
+from ._errors import ModelIntegrityError as ModelIntegrityError
+from ._errors import UnknownModelError as UnknownModelError
 from ._hardware import detect_hardware as detect_hardware
 from ._layouts import Converter as Converter
 from ._layouts import LayoutGraph as LayoutGraph
@@ -22,12 +22,12 @@ from ._select import Job as Job
 from ._select import Selection as Selection
 from ._select import SelectionCache as SelectionCache
 from ._select import select_backend as select_backend
-from ._store import ModelIntegrityError as ModelIntegrityError
 from ._store import Store as Store
 from ._store import StoredCard as StoredCard
 from ._store import ZooEntry as ZooEntry
 from ._store import quatrain_home as quatrain_home
 from ._store import resolve_checkpoint as resolve_checkpoint
+from ._table import auto_backend as auto_backend
 
 __all__ = [
     "BackendEntry",
@@ -45,7 +45,7 @@ __all__ = [
     "StoredCard",
     "UnknownModelError",
     "ZooEntry",
-    "backend_for",
+    "auto_backend",
     "convert_layout",
     "detect_hardware",
     "get_card",

@@ -10,17 +10,10 @@ from typing import Any
 
 import attrs
 
-from quatrain import ConfigError, ModelConfig, PluginError, QuatrainError
+from quatrain import ConfigError, ModelConfig, PluginError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 """Zoo names are folder names in the store: lower-case, no separators, no leading dot."""
-
-
-class UnknownModelError(QuatrainError, KeyError):
-    """No model card and no stored model has the requested name."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0]) if self.args else ""
 
 
 def check_name(name: object) -> str:
@@ -124,18 +117,3 @@ def make_card(
         )
     except (ConfigError, TypeError) as e:
         raise PluginError(f"model card {name!r}: {e}") from None
-
-
-def get_cards() -> dict[str, ModelCard]:
-    """Every model card the loaded plugins registered, by name."""
-    from ._discovery import get_registry
-
-    return dict(get_registry().models)
-
-
-def get_card(name: str) -> ModelCard:
-    """The card registered as ``name``; unknown names get an error listing the known ones."""
-    cards = get_cards()
-    if name not in cards:
-        raise UnknownModelError(f"no model card {name!r}; cards: {', '.join(sorted(cards)) or 'none'}")
-    return cards[name]

@@ -1,9 +1,15 @@
-"""Plugin discovery: entry points in, a registry of backends and converters out, one broken plugin isolated."""
+"""Plugin discovery: entry points in; tables of backends, layout converters and model cards out.
+
+The bottom of registry/: it imports core and the leaves ``_cards`` and ``_layouts``, nothing else here.
+Every hook is called through ``pm.hook`` (so ``QUATRAIN_TRACE_PLUGINS=1`` shows each call), one plugin
+at a time, so that one broken plugin is recorded as broken while the rest keep working.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from types import ModuleType
@@ -12,20 +18,44 @@ from typing import Any
 import attrs
 import pluggy
 
-from quatrain import AttentionBackend, Capabilities, ModelConfig, PluginError, UnknownBackendError, hookspecs
+from quatrain import AttentionBackend, Capabilities, PluginError, UnknownBackendError, hookspecs
+from quatrain._errors import PluginWarning
+from quatrain._resolve import TABLE
 
 from ._cards import ModelCard, make_card
+from ._errors import UnknownModelError
 from ._layouts import Converter, LayoutGraph
 
 GROUP = hookspecs.PROJECT
 OWN_DISTRIBUTION = "quatrain"
+HOOKS = ("register_attention_backends", "register_layout_converters", "register_models")
+"""quatrain's hooks, in the order each plugin's are called."""
 
 
 def _env_names(variable: str) -> set[str] | None:
     value = os.environ.get(variable)
     if value is None:
         return None
-    return {name.strip() for name in value.split(",") if name.strip()}
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    if not names and variable == "QUATRAIN_LOAD_PLUGINS":
+        warnings.warn(
+            "QUATRAIN_LOAD_PLUGINS is set but empty, so no plugin loads (not even the built-in backends); "
+            "unset it to load every plugin",
+            PluginWarning,
+            stacklevel=3,
+        )
+    return names
+
+
+def _warn_unknown(variable: str, names: set[str] | None, known: Iterable[str]) -> None:
+    unknown = sorted((names or set()) - set(known))
+    if unknown:
+        warnings.warn(
+            f"{variable} names no plugin called {', '.join(map(repr, unknown))}; "
+            f"plugins: {', '.join(sorted(known)) or 'none'}",
+            PluginWarning,
+            stacklevel=3,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +119,10 @@ class Registry:
         """The entry for ``name``; unknown names get an error listing the known ones and broken plugins."""
         if name in self.backends:
             return self.backends[name]
+        raise UnknownBackendError(self.unknown_backend(name))
+
+    def unknown_backend(self, name: str) -> str:
+        """Why ``name`` is not a backend here: the registered names, and broken or disabled plugins."""
         message = f"unknown backend {name!r}; registered: {', '.join(sorted(self.backends)) or 'none'}"
         broken = [p.name for p in self.plugins.values() if p.status == "broken"]
         disabled = [p.name for p in self.plugins.values() if p.status == "disabled"]
@@ -96,7 +130,13 @@ class Registry:
             message = f"backend {name!r} is disabled (QUATRAIN_DISABLE_PLUGINS)"
         elif broken:
             message += f" (broken plugins: {', '.join(broken)}; see 'quatrain doctor')"
-        raise UnknownBackendError(message)
+        return message
+
+    def card(self, name: str) -> ModelCard:
+        """The model card registered as ``name``; unknown names get an error listing the known ones."""
+        if name not in self.models:
+            raise UnknownModelError(f"no model card {name!r}; cards: {', '.join(sorted(self.models)) or 'none'}")
+        return self.models[name]
 
     def convert_layout(self, state: Any, source: str, target: str) -> Any:
         return self.layouts.convert(state, source, target)
@@ -136,8 +176,21 @@ def _hook_names() -> str:
 
 
 def _one_line(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"called sys.exit({error.code!r})"
     text = "; ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _record(name: str, module: str, dist: Any, status: str, **fields: Any) -> PluginRecord:
+    version = dist.version if dist else None
+    return PluginRecord(name=name, module=module, distribution=dist.name if dist else None, version=version,
+                        status=status, **fields)  # fmt: skip
+
+
+def _escapes(error: BaseException) -> bool:
+    """Whether ``error`` must leave discovery: a Ctrl-C does; a plugin's ``sys.exit()`` or other escape does not."""
+    return isinstance(error, KeyboardInterrupt)
 
 
 def load_registry(
@@ -156,7 +209,11 @@ def load_registry(
         strict: raise on the first broken plugin; default from ``QUATRAIN_STRICT_PLUGINS``.
 
     A plugin that fails to import, to validate or to register is recorded as broken with its error;
-    every other plugin still loads.
+    every other plugin still loads. That includes a plugin that calls ``sys.exit()`` or raises any other
+    ``BaseException`` but a Ctrl-C (``KeyboardInterrupt`` still stops the program).
+
+    Warns (``quatrain.PluginWarning``) when ``QUATRAIN_LOAD_PLUGINS`` is set but empty, and when the
+    load or disable list names a plugin that does not exist.
     """
     blocked = set(disabled) if disabled is not None else (_env_names("QUATRAIN_DISABLE_PLUGINS") or set())
     allowed = _env_names("QUATRAIN_LOAD_PLUGINS")  # an allow-list; empty means none
@@ -167,14 +224,7 @@ def load_registry(
 
     def broken(name: str, module: str, dist: Any, error: BaseException | str) -> None:
         message = error if isinstance(error, str) else _one_line(error)
-        registry.plugins[name] = PluginRecord(
-            name=name,
-            module=module,
-            distribution=dist.name if dist else None,
-            version=dist.version if dist else None,
-            status="broken",
-            error=message,
-        )
+        registry.plugins[name] = _record(name, module, dist, "broken", error=message)
         if strict:
             raise PluginError(f"plugin {name!r} ({module}) is broken: {message}")
 
@@ -184,17 +234,14 @@ def load_registry(
             candidates.append((ep.name, ep.value, ep.dist, ep.load))
     for name, obj in plugins:
         candidates.append((name, getattr(obj, "__name__", repr(obj)), None, _constant(obj)))
+    names = [name for name, *_ in candidates]
+    _warn_unknown("QUATRAIN_DISABLE_PLUGINS" if disabled is None else "the disabled plugins", blocked, names)
+    _warn_unknown("QUATRAIN_LOAD_PLUGINS", allowed, names)
 
     for name, module, dist, load in candidates:
         if name in blocked or (allowed is not None and name not in allowed):
             pm.set_blocked(name)
-            registry.plugins[name] = PluginRecord(
-                name=name,
-                module=module,
-                distribution=dist.name if dist else None,
-                version=dist.version if dist else None,
-                status="disabled",
-            )
+            registry.plugins[name] = _record(name, module, dist, "disabled")
             continue
         try:
             plugin = load()
@@ -202,7 +249,9 @@ def load_registry(
             unknown = sorted(c.name for c in pm.get_hookcallers(plugin) or [] if not c.has_spec())
             if unknown:
                 raise PluginError(f"implements unknown hook(s) {', '.join(unknown)}; quatrain's hooks: {_hook_names()}")
-        except Exception as e:  # an import or validation error in someone else's code
+        except BaseException as e:  # an import or validation error in someone else's code, even sys.exit()
+            if _escapes(e):
+                raise
             if pm.has_plugin(name):  # pluggy keeps a plugin whose hook failed validation; drop it
                 pm.unregister(name=name)
             broken(name, module, dist, e)
@@ -232,7 +281,9 @@ def _declare_broken(registry: Registry) -> None:
             continue
         try:
             capabilities = ep.load()
-        except Exception:  # a broken declaration of a broken plugin: nothing more to show
+        except BaseException as e:  # a broken declaration of a broken plugin: nothing more to show
+            if _escapes(e):
+                raise
             continue
         if isinstance(capabilities, Capabilities):
             registry.declared[ep.name] = DeclaredBackend(
@@ -278,18 +329,20 @@ def _collect(registry: Registry, name: str, module: str, dist: Any, broken: Call
             raise PluginError(f"model card {card.name!r} is registered by both {clash.plugin!r} and {name!r}")
         cards.append(card)
 
+    register = {
+        "register_attention_backends": register_backend,
+        "register_layout_converters": register_converter,
+        "register_models": register_model,
+    }
+    others = [p for p in registry.pm.get_plugins() if p is not plugin]
     try:
-        for impl in registry.pm.hook.register_attention_backends.get_hookimpls():
-            if impl.plugin_name == name:
-                impl.function(register=register_backend)
-        for impl in registry.pm.hook.register_layout_converters.get_hookimpls():
-            if impl.plugin_name == name:
-                impl.function(register=register_converter)
-        for impl in registry.pm.hook.register_models.get_hookimpls():
-            if impl.plugin_name == name:
-                impl.function(register=register_model)
+        for hook in HOOKS:
+            if hook in hooks:  # this plugin's implementation alone, through pm.hook (traced, validated)
+                registry.pm.subset_hook_caller(hook, remove_plugins=others)(register=register[hook])
         registry.layouts.check(converters)
-    except Exception as e:  # someone else's code: record it, keep the rest working
+    except BaseException as e:  # someone else's code: record it, keep the rest working (sys.exit() too)
+        if _escapes(e):
+            raise
         registry.pm.unregister(name=name)
         broken(name, module, dist, e)
         return
@@ -300,12 +353,11 @@ def _collect(registry: Registry, name: str, module: str, dist: Any, broken: Call
         registry.layouts.add_layout(entry.cls.capabilities.layout)
     for card in cards:
         registry.models[card.name] = card
-    registry.plugins[name] = PluginRecord(
-        name=name,
-        module=module,
-        distribution=dist.name if dist else None,
-        version=dist.version if dist else None,
-        status="ok",
+    registry.plugins[name] = _record(
+        name,
+        module,
+        dist,
+        "ok",
         hooks=hooks,
         backends=tuple(b.name for b in backends),
         models=tuple(c.name for c in cards),
@@ -324,22 +376,23 @@ def get_registry() -> Registry:
 
 
 def set_registry(registry: Registry | None) -> None:
-    """Replace the process-wide registry (None: rediscover on next use). For tests and embedders."""
+    """Replace the process-wide registry (None: rediscover on next use). For tests and embedders.
+
+    Core's backend table is emptied too, so its next lookup refills it from this registry.
+    """
     global _default
     _default = registry
+    TABLE.clear()
 
 
-def backend_for(name: str, config: ModelConfig) -> type[AttentionBackend]:
-    """The backend class registered as ``name`` (what ``Autoencoder(config, backend=name)`` calls).
+def get_cards() -> dict[str, ModelCard]:
+    """Every model card the loaded plugins registered, by name."""
+    return dict(get_registry().models)
 
-    ``'auto'`` runs the same selection as ``quatrain select`` (``select_backend(job_for_model(config))``:
-    a training job on the best device here, float32; cached per hardware, versions and job).
-    """
-    if name == "auto":
-        from ._select import job_for_model, select_backend  # selection imports this module
 
-        name = select_backend(job_for_model(config)).backend
-    return get_registry().backend(name).cls
+def get_card(name: str) -> ModelCard:
+    """The card registered as ``name``; unknown names get an error listing the known ones."""
+    return get_registry().card(name)
 
 
 def convert_layout(state: Any, source: str, target: str) -> Any:

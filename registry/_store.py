@@ -22,7 +22,9 @@ import attrs
 
 from quatrain import CheckpointError, ModelConfig, QuatrainError
 
-from ._cards import NAME_PATTERN, ModelCard, UnknownModelError, check_name, get_cards
+from ._cards import NAME_PATTERN, ModelCard, check_name
+from ._discovery import get_cards
+from ._errors import ModelIntegrityError, UnknownModelError
 
 if TYPE_CHECKING:
     import torch
@@ -32,10 +34,6 @@ if TYPE_CHECKING:
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
 CARD_FORMAT = "quatrain-zoo-card/1"
-
-
-class ModelIntegrityError(CheckpointError):
-    """A zoo model's weights do not match the sha256 its card records (corrupt or altered)."""
 
 
 def quatrain_home() -> Path:

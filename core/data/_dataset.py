@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._errors import DataError
 from ._corpus import Corpus
 from ._embeddings import Embeddings
-from ._errors import DataError
 from ._tokens import NEWLINE, UNKNOWN, tokenize
 
 SPLITS = ("train", "val", "test")

@@ -12,7 +12,7 @@ import attrs
 import numpy as np
 
 from .._checkpoint import atomic_write_bytes
-from ._errors import EmbeddingsError
+from .._errors import EmbeddingsError
 from ._tokens import NEWLINE, UNKNOWN
 
 GLOVE = "glove-6b-50d"

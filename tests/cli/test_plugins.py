@@ -297,3 +297,41 @@ def test_check_fails_a_backend_that_differs_from_naive(install):
 def test_check_an_unknown_backend_is_one_line():
     result = run("plugins", "check", "nope")
     assert result.exit_code == 1 and result.output.startswith("Error: unknown backend 'nope'; registered: ")
+
+
+def test_install_of_a_plugin_that_calls_sys_exit_on_import_undoes_it(install, monkeypatch, tmp_path):
+    """The fresh-interpreter probe is real: the new plugin's sys.exit() is isolated, seen as broken, rolled back."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(_plugins, "installed_distributions", lambda: {"quatrain": "0.1.0"})
+    calls = []
+
+    def pip(*args):
+        calls.append(args)
+        if args[0] == "install":
+            install("acme-exit", {"quitter": "import sys\nsys.exit(3)\n"})
+        return subprocess.CompletedProcess(args, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(_plugins, "pip", pip)
+    result = run("plugins", "install", "acme-exit")
+    assert result.exit_code == 1, result.output
+    assert calls[-1] == ("uninstall", "-y", "acme-exit")
+    assert "installed but broken, so uninstalled acme-exit again: plugin 'quitter' (acme-exit): called sys.exit(3)" in (
+        result.output
+    )
+
+
+def test_install_that_stops_quatrain_starting_is_undone(monkeypatch):
+    monkeypatch.setattr(
+        _plugins, "installed_distributions", iter([{"quatrain": "0.1.0"}, {"quatrain": "0.1.0", "evil": "1"}]).__next__
+    )
+    calls = []
+    monkeypatch.setattr(_plugins, "pip", lambda *a: calls.append(a) or subprocess.CompletedProcess(a, 0, "", ""))
+
+    def probe():
+        raise _plugins.click.ClickException("quatrain no longer imports after pip: no output")
+
+    monkeypatch.setattr(_plugins, "probe", probe)
+    result = run("plugins", "install", "evil")
+    assert result.exit_code == 1
+    assert calls[-1] == ("uninstall", "-y", "evil")
+    assert "quatrain no longer imports after pip: no output; uninstalled evil again" in result.output

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
 import quatrain
-from quatrain import PluginError, UnknownBackendError
+from quatrain import PluginError, PluginWarning, UnknownBackendError
 from quatrain.registry import load_registry, set_registry
 
 GOOD = """
@@ -112,7 +113,93 @@ def test_allow_list(install, monkeypatch):
     registry = load_registry()
     assert set(registry.backends) == {"other"}
     monkeypatch.setenv("QUATRAIN_LOAD_PLUGINS", "")
-    assert load_registry().backends == {}
+    with pytest.warns(PluginWarning, match="QUATRAIN_LOAD_PLUGINS is set but empty, so no plugin loads"):
+        assert load_registry().backends == {}
+
+
+@pytest.mark.parametrize("variable", ["QUATRAIN_LOAD_PLUGINS", "QUATRAIN_DISABLE_PLUGINS"])
+def test_an_unknown_name_in_the_load_or_disable_list_warns(install, monkeypatch, variable):
+    install("acme-attn", {"other": GOOD})
+    monkeypatch.setenv(variable, "other, nonesuch")
+    with pytest.warns(PluginWarning, match=rf"{variable} names no plugin called 'nonesuch'; plugins: .*other"):
+        registry = load_registry()
+    assert ("other" in registry.backends) == (variable == "QUATRAIN_LOAD_PLUGINS")
+
+
+def test_known_names_in_the_lists_do_not_warn(install, monkeypatch):
+    install("acme-attn", {"other": GOOD})
+    monkeypatch.setenv("QUATRAIN_LOAD_PLUGINS", "other,naive")
+    monkeypatch.setenv("QUATRAIN_DISABLE_PLUGINS", "naive")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert set(load_registry().backends) == {"other"}
+
+
+EXITS_ON_IMPORT = "import sys\nsys.exit(3)\n"
+EXITS_IN_HOOK = """
+    import sys
+    from quatrain import hookimpl
+
+    @hookimpl
+    def register_attention_backends(register):
+        sys.exit("no GPU, giving up")
+"""
+RAISES_A_BASE_EXCEPTION = """
+    from quatrain import hookimpl
+
+    class Escape(BaseException):
+        pass
+
+    @hookimpl
+    def register_models(register):
+        raise Escape("out of here")
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        (EXITS_ON_IMPORT, "called sys.exit(3)"),
+        (EXITS_IN_HOOK, "called sys.exit('no GPU, giving up')"),
+        (RAISES_A_BASE_EXCEPTION, "Escape: out of here"),
+    ],
+    ids=["sys-exit-on-import", "sys-exit-in-a-hook", "base-exception-in-a-hook"],
+)
+def test_a_plugin_that_exits_is_isolated_like_any_broken_plugin(install, source, error):
+    install("acme-exit", {"bad": source, "other": GOOD})
+    registry = load_registry()
+    assert registry.plugins["bad"].status == "broken"
+    assert registry.plugins["bad"].error == error
+    assert set(registry.backends) >= {"naive", "other"}
+
+
+def test_a_real_ctrl_c_still_stops_discovery(install):
+    install("acme-exit", {"bad": "raise KeyboardInterrupt\n"})
+    with pytest.raises(KeyboardInterrupt):
+        load_registry()
+
+
+def test_trace_plugins_prints_every_hook_call_of_quatrain_backends(install, monkeypatch):
+    from click.testing import CliRunner
+
+    from quatrain.cli import cli
+
+    install("acme-attn", {"other": GOOD})
+    monkeypatch.setenv("QUATRAIN_TRACE_PLUGINS", "1")
+    result = CliRunner().invoke(cli, ["backends"])
+    assert result.exit_code == 0, result.output
+    calls = [line for line in result.stderr.splitlines() if line.startswith("quatrain: calling ")]
+    assert "quatrain: calling register_attention_backends on ['naive']" in calls
+    assert "quatrain: calling register_attention_backends on ['other']" in calls
+    assert "quatrain: calling register_layout_converters on ['layouts']" in calls
+    assert "quatrain: calling register_models on ['models']" in calls
+    assert "register_attention_backends" not in result.stdout
+
+
+def test_without_trace_plugins_nothing_is_traced(monkeypatch, capsys):
+    monkeypatch.delenv("QUATRAIN_TRACE_PLUGINS", raising=False)
+    load_registry()
+    assert "quatrain: calling" not in capsys.readouterr().err
 
 
 def test_plugins_registered_directly(tiny):
