@@ -15,27 +15,42 @@ RNN_KINDS = ("lstm", "gru", "rnn")
 ATTENTION_KINDS = ("encoder", "none")
 
 
+def short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a hand-edited 20 MB value must not become a 20 MB message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text):,} characters)"
+
+
+# Upper bounds on the sizes a config may ask for: far above any real model here (the seed preset is
+# 300/512/2/128), low enough that a hand-edited header cannot make ``Autoencoder`` allocate terabytes.
+LIMITS = {"embed_dim": 16384, "hidden_size": 16384, "num_layers": 64, "bottleneck_dim": 16384, "num_heads": 256}
+LIMITS["max_len"] = 1 << 16
+
+
 def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{attribute.name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{attribute.name} must be a positive integer, got {short(value)}")
+    limit = LIMITS.get(attribute.name)
+    if limit is not None and value > limit:
+        raise ConfigError(f"{attribute.name} must be a positive integer of at most {limit:,}, got {short(value)}")
 
 
 def _one_of(choices: tuple[str, ...]) -> Any:
     def check(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
         if value not in choices:
-            raise ConfigError(f"{attribute.name} must be one of {', '.join(choices)}; got {value!r}")
+            raise ConfigError(f"{attribute.name} must be one of {', '.join(choices)}; got {short(value)}")
 
     return check
 
 
 def _dropout(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"{attribute.name} must be a number in [0, 1), got {value!r}")
+        raise ConfigError(f"{attribute.name} must be a number in [0, 1), got {short(value)}")
 
 
 def _boolean(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
     if not isinstance(value, bool):
-        raise ConfigError(f"{attribute.name} must be true or false, got {value!r}")
+        raise ConfigError(f"{attribute.name} must be true or false, got {short(value)}")
 
 
 @attrs.frozen(kw_only=True)
@@ -111,33 +126,49 @@ class ModelConfig:
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """The named preset, with fields overridden by keyword."""
         if name not in cls.PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(sorted(cls.PRESETS))}")
+            raise ConfigError(f"unknown preset {short(name)}; presets: {', '.join(sorted(cls.PRESETS))}")
         return cls.from_dict({**cls.PRESETS[name], **overrides})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Build from a mapping (checkpoint metadata, a JSON file); unknown keys are an error."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a config must be a mapping of fields, got {short(data)}")
         known = {a.name for a in attrs.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown config field(s): {', '.join(short(k, 40) for k in unknown[:5])}"
+                + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+                + f"; known: {', '.join(sorted(known))}"
+            )
         missing = sorted(a.name for a in attrs.fields(cls) if a.default is attrs.NOTHING and a.name not in data)
         if missing:
             raise ConfigError(f"config is missing required field(s): {', '.join(missing)}")
         return cls(**{k: data[k] for k in known if k in data})
 
     @classmethod
-    def from_json(cls, path: Path) -> ModelConfig:
-        """Read a JSON file holding either config fields or {"preset": NAME, ...overrides}."""
+    def from_json(cls, source: Path | str, preset_defaults: Mapping[str, Any] | None = None) -> ModelConfig:
+        """Read a JSON object of config fields, or ``{"preset": NAME, ...overrides}``.
+
+        Args:
+            source: a JSON file, or the JSON text itself when it starts with ``{``.
+            preset_defaults: fields a preset takes unless the JSON sets them (the CLI passes the
+                embeddings' ``embed_dim``, as ``--preset`` does).
+        """
+        inline = isinstance(source, str) and source.lstrip().startswith("{")
+        where = "inline JSON" if inline else repr(str(source))
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"cannot read config {str(path)!r}: {e}") from None
+            text = str(source) if inline else Path(source).read_text(encoding="utf-8")
+            data = json.loads(text)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            reason = "it nests too deeply" if isinstance(e, RecursionError) else e
+            raise ConfigError(f"cannot read config {where}: {reason}") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"config {str(path)!r} must hold a JSON object")
+            raise ConfigError(f"config {where} must hold a JSON object")
         if "preset" in data:
             name = data.pop("preset")
-            return cls.preset(str(name), **data)
+            return cls.preset(str(name), **{**(preset_defaults or {}), **data})
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -360,6 +360,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str], store: Store | None
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a .safetensors file")
     text = str(name_or_path)
     store = store or Store()
     if NAME_PATTERN.match(text) and not text.endswith(".safetensors"):
