@@ -166,19 +166,7 @@ def train_(name: str, device: str | None, epochs: int | None, time_limit: float 
     The run's checkpoint, resumable state and log are kept in the store's runs/NAME folder; the trained
     model goes to the store as NAME, with the test metrics, the recipe and the data split in its card.
     """
-    from quatrain._train import TrainConfig, evaluate_checkpoint, paths_for, train
-    from quatrain.registry import Store, get_card
-
-    card = get_card(name)
-    store = Store()
-    overrides = {k: v for k, v in (("device", device), ("epochs", epochs), ("time_limit", time_limit)) if v is not None}
-    recipe = {**card.recipe, **overrides}
-    config = TrainConfig.from_dict({"model": card.config.to_dict(), **recipe})
-    run_dir = store.root.parent / "runs" / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out, state, _ = paths_for(run_dir / "model.safetensors")
-    if resume and not state.is_file():
-        raise click.ClickException(f"no interrupted run of {name!r} to resume ({str(state)!r} does not exist)")
+    from quatrain.registry import train_card
 
     def progress(record: dict[str, Any]) -> None:
         click.echo(
@@ -187,33 +175,11 @@ def train_(name: str, device: str | None, epochs: int | None, time_limit: float 
             f"tf {record['teacher_forcing']:.2f}  {record['seconds']:.0f}s"
         )
 
-    result = train(config, out, resume=state if resume else None, on_epoch=progress)
-    if result.rank != 0:  # under torchrun: rank 0 alone measures and stores
+    overrides = {k: v for k, v in (("device", device), ("epochs", epochs), ("time_limit", time_limit)) if v is not None}
+    run = train_card(name, overrides=overrides, resume=resume, on_epoch=progress, on_stage=click.echo)
+    if run.entry is None:  # under torchrun: rank 0 alone measures and stores
         return
-    click.echo(f"stopped: {result.stop_reason}; best epoch {result.best_epoch}; measuring the test poems...")
-    test = evaluate_checkpoint(result.checkpoint, "test", device=config.device, data=result.data)
-    metrics = {
-        "token_cosine": test["cosine"],
-        "top1": test["word_top1"],
-        "top5": test["word_top5"],
-        "split": "test",
-        "teacher_forcing": test["teacher_forcing"],
-        "windows": test["windows"],
-        "tokens": test["tokens"],
-        "epoch": test["epoch"],
-    }
-    data = {k: v for k, v in result.data.split_metadata().items() if k != "split"}
-    data["poems"] = {split: len(poems) for split, poems in result.data.split_metadata()["split"].items()}
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()] + (["--resume"] if resume else [])
-    command = " ".join(["quatrain", "zoo", "train", name, *flags])
-    entry = store.put_checkpoint(
-        name,
-        result.checkpoint,
-        description=card.description,
-        metrics=metrics,
-        recipe={**config.to_dict(), "command": command},
-        data=data,
-    )
+    metrics, entry = run.metrics, run.entry
     click.echo(
         f"stored {name} in {entry.folder}: test token cosine {metrics['token_cosine']:.4f}, "
         f"word top-1 {metrics['top1']:.4f} (fully autoregressive, {metrics['tokens']} tokens)"

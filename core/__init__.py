@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._model import Autoencoder as Autoencoder
     from ._model import AutoencoderOutput as AutoencoderOutput
     from ._train import TrainConfig as TrainConfig
+    from ._train import paths_for as paths_for
     from ._train import TrainResult as TrainResult
     from ._train import evaluate as evaluate
     from ._train import evaluate_checkpoint as evaluate_checkpoint
@@ -65,6 +66,7 @@ _EXPORTS = {
     "Autoencoder": "._model",
     "AutoencoderOutput": "._model",
     "TrainConfig": "._train",
+    "paths_for": "._train",
     "TrainResult": "._train",
     "evaluate": "._train",
     "evaluate_checkpoint": "._train",
@@ -102,6 +104,7 @@ __all__ = [
     "hookimpl",
     "key_padding_guard",
     "load",
+    "paths_for",
     "read_info",
     "reconstruction_loss",
     "save",

@@ -1,6 +1,7 @@
-"""``python -m quatrain``: the same as the ``quatrain`` command."""
+"""``python -m quatrain``: the same as the ``quatrain`` command (the console script quatrain's pyproject declares)."""
 
-from quatrain.cli import main
+from importlib import metadata
 
 if __name__ == "__main__":
-    main()
+    (script,) = metadata.entry_points(group="console_scripts", name="quatrain")
+    script.load()()

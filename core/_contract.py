@@ -53,7 +53,7 @@ class Hardware:
     torch_version: str
     threads: int
     compiler: str | None
-    """Path of the C compiler torch.compile's CPU backend would use, or None."""
+    """Path of the C++ compiler torch.compile's CPU backend would use (``$CXX``, g++, c++, clang++), or None."""
     triton: bool
     """Whether Triton (torch.compile's GPU code generator) imports."""
 

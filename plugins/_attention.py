@@ -1,7 +1,8 @@
 """Attention math the built-in backends share: head reshaping, the masked softmax, SDPA with a padding guard.
 
 Every function here computes the reference function of ``quatrain.AttentionBackend`` (a query row whose
-keys are all masked gives zeros, never NaN); tests/plugins/test_attention.py checks them against ``naive``.
+keys are all masked gives zeros, never NaN); the backends built on them are checked against ``naive`` by
+the conformance kit (tests/plugins/test_conformance.py).
 """
 
 from __future__ import annotations

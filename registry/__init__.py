@@ -17,6 +17,8 @@ from ._errors import UnknownModelError as UnknownModelError
 from ._hardware import detect_hardware as detect_hardware
 from ._layouts import Converter as Converter
 from ._layouts import LayoutGraph as LayoutGraph
+from ._recipes import CardRun as CardRun
+from ._recipes import train_card as train_card
 from ._select import Candidate as Candidate
 from ._select import Job as Job
 from ._select import Selection as Selection
@@ -32,6 +34,7 @@ from ._table import auto_backend as auto_backend
 __all__ = [
     "BackendEntry",
     "Candidate",
+    "CardRun",
     "Converter",
     "Job",
     "LayoutGraph",
@@ -58,4 +61,5 @@ __all__ = [
     "run_bench",
     "select_backend",
     "set_registry",
+    "train_card",
 ]
