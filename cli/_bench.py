@@ -205,10 +205,8 @@ def bench(
     """
     import torch
 
-    from quatrain import ModelConfig
-    from quatrain._checkpoint import atomic_write_bytes
-    from quatrain.registry import detect_hardware, get_registry
-    from quatrain.registry._bench import run_bench
+    from quatrain import ModelConfig, atomic_write_bytes
+    from quatrain.registry import detect_hardware, get_registry, run_bench
 
     if plot_path is not None and importlib.util.find_spec("matplotlib") is None:  # fail before minutes of work
         raise click.ClickException("--plot needs matplotlib, which is not installed (pip install 'quatrain[plot]')")

@@ -19,8 +19,7 @@ def inspect(checkpoint: str, as_json: bool) -> None:
     The tensors' names, shapes and dtypes are checked against the config the way ``quatrain.load``
     checks them; a file that would not load is reported as ``does not load: REASON`` (exit 1).
     """
-    from quatrain import CheckpointError, read_info
-    from quatrain._checkpoint import STANDARD_KEYS, check_loadable
+    from quatrain import STANDARD_KEYS, CheckpointError, check_loadable, read_info
     from quatrain.registry import resolve_checkpoint
 
     info = read_info(resolve_checkpoint(checkpoint))

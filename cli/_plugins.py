@@ -156,7 +156,7 @@ def install(specs: tuple[str, ...], editables: tuple[Path, ...], upgrade: bool) 
 @click.argument("name")
 def uninstall(name: str) -> None:
     """Uninstall the distribution behind plugin NAME (or the distribution NAME itself) with pip."""
-    from quatrain.registry._discovery import OWN_DISTRIBUTION
+    from quatrain.registry import OWN_DISTRIBUTION
 
     rows = plugin_rows()
     dists = {canonical(r["distribution"]) for r in rows if r["name"] == name and r["distribution"]}

@@ -9,7 +9,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._checkpoint import STANDARD_KEYS as STANDARD_KEYS
     from ._checkpoint import CheckpointInfo as CheckpointInfo
+    from ._checkpoint import atomic_write_bytes as atomic_write_bytes
+    from ._checkpoint import check_loadable as check_loadable
     from ._checkpoint import load as load
     from ._checkpoint import read_info as read_info
     from ._checkpoint import save as save
@@ -44,6 +47,9 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "CheckpointInfo": "._checkpoint",
+    "STANDARD_KEYS": "._checkpoint",
+    "atomic_write_bytes": "._checkpoint",
+    "check_loadable": "._checkpoint",
     "load": "._checkpoint",
     "read_info": "._checkpoint",
     "save": "._checkpoint",
@@ -78,6 +84,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "STANDARD_KEYS",
     "AttentionBackend",
     "Autoencoder",
     "AutoencoderOutput",
@@ -99,6 +106,8 @@ __all__ = [
     "TrainResult",
     "TrainStep",
     "UnknownBackendError",
+    "atomic_write_bytes",
+    "check_loadable",
     "evaluate",
     "evaluate_checkpoint",
     "hookimpl",

@@ -2,6 +2,7 @@
 
 from ._bench import run_bench as run_bench
 from ._cards import ModelCard as ModelCard
+from ._discovery import OWN_DISTRIBUTION as OWN_DISTRIBUTION
 from ._discovery import BackendEntry as BackendEntry
 from ._discovery import PluginRecord as PluginRecord
 from ._discovery import Registry as Registry
@@ -32,6 +33,7 @@ from ._store import resolve_checkpoint as resolve_checkpoint
 from ._table import auto_backend as auto_backend
 
 __all__ = [
+    "OWN_DISTRIBUTION",
     "BackendEntry",
     "Candidate",
     "CardRun",
