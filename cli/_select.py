@@ -65,8 +65,7 @@ def select(
     cannot run the job is refused with its reasons (exit 1).
     """
     from quatrain import ModelConfig
-    from quatrain.registry import detect_hardware
-    from quatrain.registry._select import Job, select_backend
+    from quatrain.registry import Job, detect_hardware, select_backend
 
     if preset is not None and config_path is not None:
         raise click.UsageError("give --preset or --config, not both")
