@@ -123,7 +123,8 @@ def train(ctx: click.Context, preset: str | None, config_file: Path | None, out:
     reports)."""
     from quatrain import ConfigError, ModelConfig
     from quatrain._distributed import world_from_env
-    from quatrain._train import TrainConfig, prepare_data, read_state
+    from quatrain._recipe import TrainConfig, prepare_data
+    from quatrain._trainstate import read_state
     from quatrain._train import train as run_training
 
     if nproc is not None and nproc > 1 and not summary:
@@ -199,7 +200,7 @@ def train(ctx: click.Context, preset: str | None, config_file: Path | None, out:
 @json_option
 def evaluate(checkpoint: str, split: str, batch_size: int, device: str, as_json: bool) -> None:
     """Held-out metrics of a trained checkpoint, fully autoregressive (no teacher forcing)."""
-    from quatrain._train import evaluate_checkpoint
+    from quatrain._evaluate import evaluate_checkpoint
     from quatrain.registry import resolve_checkpoint
 
     result = evaluate_checkpoint(resolve_checkpoint(checkpoint), split, device=device, batch_size=batch_size)
@@ -236,7 +237,8 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
     """
     from quatrain import load, read_info
     from quatrain._reconstruct import plot_attention, reconstruct_lines
-    from quatrain._train import TrainConfig, data_for_checkpoint, resolve_device
+    from quatrain._evaluate import data_for_checkpoint
+    from quatrain._recipe import TrainConfig, resolve_device
     from quatrain.data import CorpusError, load_embeddings
     from quatrain.registry import resolve_checkpoint
 

@@ -30,15 +30,15 @@ if TYPE_CHECKING:
     from ._errors import PluginWarning as PluginWarning
     from ._errors import QuatrainError as QuatrainError
     from ._errors import UnknownBackendError as UnknownBackendError
+    from ._evaluate import evaluate as evaluate
+    from ._evaluate import evaluate_checkpoint as evaluate_checkpoint
     from ._loss import reconstruction_loss as reconstruction_loss
     from ._loss import token_cosine as token_cosine
     from ._model import Autoencoder as Autoencoder
     from ._model import AutoencoderOutput as AutoencoderOutput
-    from ._train import TrainConfig as TrainConfig
-    from ._train import paths_for as paths_for
+    from ._recipe import TrainConfig as TrainConfig
+    from ._recipe import paths_for as paths_for
     from ._train import TrainResult as TrainResult
-    from ._train import evaluate as evaluate
-    from ._train import evaluate_checkpoint as evaluate_checkpoint
     from ._train import train as train
     from ._trainstep import GraphFallbackWarning as GraphFallbackWarning
     from ._trainstep import InferenceStep as InferenceStep
@@ -71,11 +71,11 @@ _EXPORTS = {
     "token_cosine": "._loss",
     "Autoencoder": "._model",
     "AutoencoderOutput": "._model",
-    "TrainConfig": "._train",
-    "paths_for": "._train",
+    "TrainConfig": "._recipe",
+    "paths_for": "._recipe",
     "TrainResult": "._train",
-    "evaluate": "._train",
-    "evaluate_checkpoint": "._train",
+    "evaluate": "._evaluate",
+    "evaluate_checkpoint": "._evaluate",
     "train": "._train",
     "GraphFallbackWarning": "._trainstep",
     "InferenceStep": "._trainstep",

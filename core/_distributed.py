@@ -1,8 +1,10 @@
 """Data-parallel training across processes: the process group from torchrun's environment, rank helpers,
-metric reduction, the backend chosen once and broadcast, and failures that end the job instead of hanging it.
+metric reduction, the backend chosen once and broadcast, gradients summed over ranks, and failures that end
+the job instead of hanging it.
 
-quatrain uses PyTorch's own engine (``torch.distributed`` + ``DistributedDataParallel``, launched by
-``torchrun``): gloo when training on CPU, NCCL on CUDA. A run without torchrun's variables is one process
+quatrain uses ``torch.distributed`` (launched by ``torchrun``): gloo when training on CPU, NCCL on CUDA. The
+step engine (quatrain._trainstep) sums the gradients itself in one all-reduce after backward, so the whole
+data-parallel step, collective included, fits in one CUDA graph. A run without torchrun's variables is one process
 and touches none of this machinery.
 """
 
@@ -12,16 +14,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import torch
 import torch.distributed as dist
 
 from ._errors import ConfigError, DistributedError
-
-if TYPE_CHECKING:
-    from ._metrics import ReconstructionMetrics
 
 TIMEOUT_ENV = "QUATRAIN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
@@ -193,50 +192,26 @@ def all_gather_objects(ctx: DistContext, value: Any) -> list[Any]:
     return out
 
 
-def reduce_metrics(ctx: DistContext, metrics: ReconstructionMetrics, length: int) -> None:
-    """Sum ``metrics``' accumulators over all ranks, in place, so ``result()`` is the whole split's.
+def sum_gradients(ctx: DistContext, params: list[torch.Tensor]) -> None:
+    """Sum every parameter's gradient over the ranks, in place, in one flattened all-reduce.
 
-    Args:
-        ctx: the job.
-        metrics: this rank's accumulator (its shard of the split).
-        length: the per-position arrays are padded to this many positions (the model's max_len) first.
+    Each rank's loss carries its share of the step's tokens, so the sum is the gradient of the whole
+    step's token mean: what DistributedDataParallel's averaging gives, as one collective that a CUDA
+    graph can capture with NCCL (the train step calls it between backward and the optimizer).
     """
     if not ctx.is_distributed:
         return
-    grow = length - metrics.position_sum.shape[0]
-    if grow > 0:
-        metrics.position_sum = torch.cat([metrics.position_sum, torch.zeros(grow, dtype=torch.float64)])
-        metrics.position_count = torch.cat([metrics.position_count, torch.zeros(grow, dtype=torch.long)])
-    head = all_reduce_sum(ctx, [metrics.tokens, metrics.cosine_sum, metrics.top1, metrics.top5, metrics.loss_sum])
-    metrics.tokens, metrics.top1, metrics.top5 = int(head[0]), int(head[2]), int(head[3])
-    metrics.cosine_sum, metrics.loss_sum = head[1], head[4]
-    sums = torch.stack([metrics.position_sum, metrics.position_count.double()]).to(ctx.device)
-    dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-    sums = sums.cpu()
-    count = sums[1].round().long()
-    keep = int(torch.nonzero(count).max()) + 1 if bool(count.any()) else 0
-    metrics.position_sum, metrics.position_count = sums[0][:keep].clone(), count[:keep].clone()
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    for grad, summed in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        grad.copy_(summed)
 
 
-def rng_tensors(ctx: DistContext) -> dict[str, torch.Tensor]:
-    """This job's RNG states, on rank 0, for a training state: 'rng.torch' (rank 0's), 'rng.torch.rankN' for
-    the others, and each rank's CUDA generator as 'rng.cuda.rankN' (a collective: every rank calls it)."""
-    own: dict[str, torch.Tensor] = {"torch": torch.get_rng_state()}
-    if ctx.device.type == "cuda":
-        own["cuda"] = torch.cuda.get_rng_state(ctx.device)
-    gathered = all_gather_objects(ctx, own)
-    tensors: dict[str, torch.Tensor] = {}
-    for rank, states in enumerate(gathered):
-        for kind, state in states.items():
-            tensors[f"rng.{kind}" if (rank == 0 and kind == "torch") else f"rng.{kind}.rank{rank}"] = state
-    return tensors
-
-
-def restore_rng(ctx: DistContext, tensors: dict[str, torch.Tensor]) -> None:
-    """Put back this rank's RNG states saved by ``rng_tensors`` (states another world size saved are reused
-    where present: a rank without its own state keeps rank 0's CPU state)."""
-    own = "rng.torch" if ctx.rank == 0 else f"rng.torch.rank{ctx.rank}"
-    torch.set_rng_state(tensors.get(own, tensors["rng.torch"]))
-    cuda = tensors.get(f"rng.cuda.rank{ctx.rank}")
-    if cuda is not None and ctx.device.type == "cuda":
-        torch.cuda.set_rng_state(cuda, ctx.device)
+def broadcast_parameters(ctx: DistContext, module: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (all start from the same weights)."""
+    if not ctx.is_distributed:
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)

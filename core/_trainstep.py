@@ -1,37 +1,52 @@
-"""A training step (forward, loss, backward, clip, AdamW) and an inference step, optionally captured whole
-in one CUDA graph.
+"""The step engine every job runs: a training step (forward, loss, backward, gradient all-reduce, clip,
+AdamW) and an inference step, each replayed from a CUDA graph where possible, and the epoch loop around it.
 
 On a GPU the decoder's step-by-step loop is launch-bound: hundreds of small kernels per batch. Capturing
-the whole step (forward, backward and a capturable AdamW) once and replaying it removes the launch cost.
-A graph replays fixed shapes only, so a batch of another shape (e.g. the last, partial batch of an epoch)
-runs eagerly with the same parameters and optimizer state, announced once per shape with a warning.
-Capture needs CUDA; anywhere else the step runs eagerly, announced.
+the whole step once and replaying it removes the launch cost. A graph replays fixed shapes only, so
+``Batcher`` keeps shapes static: the last, partial batch of an epoch is padded with empty rows (mask all
+False, so zero loss weight) and windows are padded to a few captured lengths. Nothing is read back per
+step: the loss and token sums stay on the device (``TrainStep.totals``), read once per epoch. A shape
+the engine has no graph for, or a step that cannot be captured, runs eagerly, announced once with the
+reason. Off CUDA the same steps run eagerly.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
 
+import attrs
 import torch
 from torch import Tensor
 
+from ._batches import Batch
+from ._distributed import DistContext, sum_gradients
 from ._loss import reconstruction_loss
-from ._model import Autoencoder, lengths_of
+from ._model import Autoencoder
 
 log = logging.getLogger(__name__)
+
+MAX_GRAPHS = 4
+"""Captured shapes per step (a few length buckets); other shapes run eagerly, announced."""
 
 
 class GraphFallbackWarning(UserWarning):
     """A step asked for CUDA-graph capture runs eagerly instead (no CUDA, new shape, capture failed)."""
 
 
-Signature = tuple[tuple[int, ...], torch.dtype, torch.device, tuple[int, ...]]
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """bf16 autocast for 'bf16' (cache off: a captured graph must not keep casts of old weights), else off."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
-def _signature(x: Tensor, mask: Tensor) -> Signature:
-    return tuple(x.shape), x.dtype, x.device, tuple(mask.shape)
+def _signature(inputs: tuple[Tensor | None, ...]) -> tuple[Any, ...]:
+    return tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in inputs)
 
 
 def _first_line(error: BaseException) -> str:
@@ -40,130 +55,129 @@ def _first_line(error: BaseException) -> str:
 
 
 class _Graphed:
-    """Runs ``body(x, mask) -> Tensor`` eagerly, or replays it from one CUDA graph captured on static inputs.
+    """Runs ``body(*inputs)`` eagerly, or replays it from a CUDA graph captured per input shape.
 
-    ``warmup`` eager calls (on a side stream, as PyTorch requires before capture) come first; they are
-    real calls whose results count. The capture call records the body and replays it once.
+    A new shape's first ``warmup`` calls run eagerly on a side stream (as PyTorch requires before a
+    capture); they are real calls whose results count. The next call captures the body and replays it.
     """
 
-    def __init__(self, body: Callable[[Tensor, Tensor], Tensor], *, cuda_graph: bool, warmup: int, what: str) -> None:
+    def __init__(self, body: Callable[..., Tensor], *, cuda_graph: bool, warmup: int, what: str) -> None:
         if warmup < 1:
             raise ValueError(f"warmup must be at least 1 before a CUDA-graph capture, got {warmup}")
-        self.body = body
-        self.want_graph = cuda_graph
-        self.warmup = warmup
-        self.what = what
-        self.calls = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.signature: Signature | None = None
-        self.static: tuple[Tensor, Tensor, Tensor] | None = None  # x, mask, result
+        self.body, self.want_graph, self.warmup, self.what = body, cuda_graph, warmup, what
+        self.graphs: dict[tuple[Any, ...], tuple[torch.cuda.CUDAGraph, tuple[Tensor | None, ...], Tensor]] = {}
+        self.seen: dict[tuple[Any, ...], int] = {}
         self.fallback_reason: str | None = None
-        self._warned: set[Signature] = set()
+        self._warned: set[tuple[Any, ...]] = set()
         self._stream: torch.cuda.Stream | None = None
-
-    @property
-    def graphed(self) -> bool:
-        """Whether a captured graph exists (and replays batches of its shape)."""
-        return self.graph is not None
 
     def _give_up(self, reason: str) -> None:
         self.want_graph = False
         self.fallback_reason = reason
         message = f"{self.what}: CUDA-graph capture off, running eagerly: {reason}"
-        warnings.warn(message, GraphFallbackWarning, stacklevel=4)
+        warnings.warn(message, GraphFallbackWarning, stacklevel=5)
         log.warning(message)
 
-    def __call__(self, x: Tensor, mask: Tensor) -> Tensor:
-        self.calls += 1
-        if self.graph is not None and self.static is not None:
-            signature = _signature(x, mask)
-            if signature == self.signature:
-                lengths_of(mask)  # the model's mask check cannot run inside the graph; run it here
-                sx, smask, result = self.static
-                sx.copy_(x)
-                smask.copy_(mask)
-                self.graph.replay()
-                return result.clone()
-            if signature not in self._warned:
-                self._warned.add(signature)
-                message = (
-                    f"{self.what}: batch {tuple(x.shape)} {x.dtype} differs from the captured "
-                    f"{self.signature[0] if self.signature else '?'}; this shape runs eagerly"
-                )
-                warnings.warn(message, GraphFallbackWarning, stacklevel=3)
-                log.warning(message)
-            return self.body(x, mask)
+    def reset(self) -> None:
+        """Forget the captured graphs (their recorded work changed, e.g. a new teacher-forcing rate)."""
+        self.graphs.clear()
+        self.seen.clear()
+
+    def __call__(self, *inputs: Tensor | None) -> Tensor:
+        key = _signature(inputs)
+        captured = self.graphs.get(key)
+        if captured is not None:
+            graph, static, result = captured
+            for s, t in zip(static, inputs, strict=True):
+                if s is not None and t is not None:
+                    s.copy_(t, non_blocking=True)
+            graph.replay()
+            return result.clone()
         if not self.want_graph:
-            return self.body(x, mask)
+            return self.body(*inputs)
+        x = inputs[0]
+        assert x is not None
         if not x.is_cuda:
             self._give_up(f"CUDA graphs need a CUDA device, the batch is on {x.device}")
-            return self.body(x, mask)
-        if self.calls <= self.warmup:
+            return self.body(*inputs)
+        if len(self.graphs) >= MAX_GRAPHS:
+            if key not in self._warned:
+                self._warned.add(key)
+                message = f"{self.what}: {len(self.graphs)} shapes captured; batch {tuple(x.shape)} runs eagerly"
+                warnings.warn(message, GraphFallbackWarning, stacklevel=3)
+                log.warning(message)
+            return self.body(*inputs)
+        self.seen[key] = self.seen.get(key, 0) + 1
+        if self.seen[key] <= self.warmup:
             if self._stream is None:
                 self._stream = torch.cuda.Stream(device=x.device)
             self._stream.wait_stream(torch.cuda.current_stream(x.device))
             try:
                 with torch.cuda.stream(self._stream):
-                    result = self.body(x, mask)
+                    result = self.body(*inputs)
             except Exception as e:  # e.g. a backend that captures graphs of its own: run it as it wants
                 torch.cuda.synchronize(x.device)
                 self._give_up(f"warm-up on a side stream failed: {type(e).__name__}: {_first_line(e)}")
-                return self.body(x, mask)
+                return self.body(*inputs)
             torch.cuda.current_stream(x.device).wait_stream(self._stream)
             return result
-        return self._capture(x, mask)
-
-    def _capture(self, x: Tensor, mask: Tensor) -> Tensor:
-        lengths_of(mask)
-        sx, smask = x.clone(), mask.clone()
+        static = tuple(None if t is None else t.clone() for t in inputs)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                result = self.body(sx, smask)
+                result = self.body(*static)
         except Exception as e:  # an op that cannot be captured (host sync, nested graphs): run eagerly
             torch.cuda.synchronize(x.device)
             self._give_up(f"capture failed: {type(e).__name__}: {_first_line(e)}")
-            return self.body(x, mask)
-        self.graph, self.static, self.signature = graph, (sx, smask, result), _signature(x, mask)
-        log.info("%s: captured one CUDA graph for batch %s %s", self.what, tuple(x.shape), x.dtype)
+            return self.body(*inputs)
+        self.graphs[key] = (graph, static, result)
+        log.info("%s: captured a CUDA graph for batch %s %s", self.what, tuple(x.shape), x.dtype)
         graph.replay()
         return result.clone()
 
 
 class _Step:
-    """What TrainStep and InferenceStep share: a callable replayed from a CUDA graph where possible."""
+    """What TrainStep and InferenceStep share: a body replayed from CUDA graphs where possible."""
 
     _runner: _Graphed
 
     @property
     def graphed(self) -> bool:
-        """Whether the step is being replayed from a captured CUDA graph."""
-        return self._runner.graphed
+        """Whether a captured CUDA graph exists (and replays batches of its shape)."""
+        return bool(self._runner.graphs)
 
     @property
     def fallback_reason(self) -> str | None:
         """Why capture was asked for but is off, or None."""
         return self._runner.fallback_reason
 
-    def __call__(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self._runner(x, mask)
+    def describe(self) -> str:
+        """One phrase for logs: how the step runs."""
+        if self._runner.graphs:
+            return f"CUDA graphs ({len(self._runner.graphs)} shape(s))"
+        if self._runner.fallback_reason:
+            return f"eager: {self._runner.fallback_reason}"
+        return "eager" if not self._runner.want_graph else "eager (capture pending)"
 
 
 class TrainStep(_Step):
-    """One optimisation step on a batch: forward, ``reconstruction_loss``, backward, clip, AdamW.
+    """One optimisation step: forward, ``reconstruction_loss``, backward, (all-reduce), clip, AdamW.
 
     Args:
-        model: the autoencoder, already on its device and dtype, in train mode.
-        teacher_forcing: passed to the model's forward (1.0 runs the parallel decoder where the backend has one).
-        lr: AdamW learning rate.
+        model: the autoencoder, on its device and dtype (switched to train mode at each step).
+        teacher_forcing: passed to the forward (1.0 runs the parallel decoder where the backend has one);
+            scheduled sampling draws its coins on the device, fresh at every replay.
+        lr: AdamW's learning rate (``set_lr`` changes it between steps, also under replay).
         weight_decay: AdamW weight decay.
-        clip: maximum gradient norm; None for no clipping.
-        cuda_graph: capture the whole step (forward, backward, clip, AdamW with ``capturable=True``) in one
-            CUDA graph after ``warmup`` eager steps and replay it for batches of the same shape; other
-            shapes run eagerly on the same parameters and optimizer state. Off CUDA it warns and runs eagerly.
-        warmup: eager steps before the capture (real steps, counted).
+        clip: maximum gradient norm; None or 0 for no clipping.
+        cuda_graph: capture the whole step after ``warmup`` eager steps per shape (CUDA only; elsewhere
+            it warns once and runs eagerly).
+        warmup: eager steps before a capture (real steps, counted).
+        precision: 'fp32', or 'bf16' autocast for the forward (the loss and AdamW stay float32).
+        dist: in a data-parallel job, gradients are summed over the ranks after backward (each rank's
+            loss carries its share of the step's tokens, ``Batch.weight``), inside the graph with NCCL.
 
-    Calling it returns the batch's loss (a 0-d tensor; reading it synchronises the device).
+    Calling it returns the batch's loss (a 0-d device tensor; reading it synchronises).
     """
 
     def __init__(
@@ -176,46 +190,179 @@ class TrainStep(_Step):
         clip: float | None = 1.0,
         cuda_graph: bool = False,
         warmup: int = 3,
+        precision: str = "fp32",
+        dist: DistContext | None = None,
     ) -> None:
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing must be in [0, 1], got {teacher_forcing!r}")
-        self.model = model
-        self.teacher_forcing = teacher_forcing
-        self.clip = clip
-        params = [p for p in model.parameters() if p.requires_grad]
-        on_cuda = bool(params) and params[0].is_cuda
-        # capturable keeps AdamW's step counters on the device, which a graph needs; it only exists on CUDA.
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, capturable=cuda_graph and on_cuda)
-        self._params = params
+        self.model, self.teacher_forcing, self.clip, self.precision = model, teacher_forcing, clip, precision
+        self.dist = dist if dist is not None and dist.is_distributed else None
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self.device = self._params[0].device
+        graphs = cuda_graph and self.device.type == "cuda"
+        # On CUDA the learning rate lives in a device tensor (so set_lr works under replay) and AdamW keeps
+        # its step counters on the device (capturable), as a graph needs.
+        rate: float | Tensor = torch.tensor(lr, dtype=torch.float32, device=self.device) if graphs else lr
+        self.optimizer = torch.optim.AdamW(self._params, lr=rate, weight_decay=weight_decay, capturable=graphs)
+        acc = torch.float32 if self.device.type == "mps" else torch.float64
+        self._loss_sum = torch.zeros((), dtype=acc, device=self.device)
+        self._tokens = torch.zeros((), dtype=acc, device=self.device)
         self._runner = _Graphed(self._step, cuda_graph=cuda_graph, warmup=warmup, what="train step")
 
-    def _step(self, x: Tensor, mask: Tensor) -> Tensor:
-        # Grads stay allocated (zeroed, not freed) once a graph exists: the graph owns their memory.
-        self.optimizer.zero_grad(set_to_none=self._runner.graph is None)
-        out = self.model(x, mask, teacher_forcing=self.teacher_forcing)
-        loss = reconstruction_loss(out.reconstruction, x, mask)
-        loss.backward()
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps (no sync; a captured graph reads the new value)."""
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def set_teacher_forcing(self, teacher_forcing: float) -> None:
+        """A new rate for the next steps; the graphs recorded with the old one are dropped."""
+        if teacher_forcing != self.teacher_forcing:
+            self.teacher_forcing = teacher_forcing
+            self._runner.reset()
+
+    def totals(self) -> tuple[float, float]:
+        """(sum of loss x tokens, tokens) since ``reset_totals``: one read of the device."""
+        pair = torch.stack([self._loss_sum, self._tokens]).tolist()
+        return float(pair[0]), float(pair[1])
+
+    def reset_totals(self) -> None:
+        self._loss_sum.zero_()
+        self._tokens.zero_()
+
+    def _step(self, x: Tensor, mask: Tensor, weight: Tensor | None) -> Tensor:
+        # Grads stay allocated (zeroed, not freed) when graphs are wanted: a graph owns their memory.
+        self.optimizer.zero_grad(set_to_none=not self._runner.want_graph)
+        with autocast(self.device, self.precision):
+            out = self.model(x, mask, teacher_forcing=self.teacher_forcing)
+        loss = reconstruction_loss(out.reconstruction.float(), x.float(), mask)
+        tokens = mask.sum()
+        self._loss_sum += loss.detach().to(self._loss_sum.dtype) * tokens
+        self._tokens += tokens
+        (loss if weight is None else loss * weight).backward()
+        if self.dist is not None:
+            sum_gradients(self.dist, self._params)
         if self.clip:
             torch.nn.utils.clip_grad_norm_(self._params, self.clip)
         self.optimizer.step()
         return loss.detach()
 
+    def run(self, batch: Batch) -> Tensor:
+        """One step on a batch the engine made (no mask check, no host sync)."""
+        if not self.model.training:
+            self.model.train()
+        return self._runner(batch.x, batch.mask, batch.weight)
+
+    def __call__(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.run(Batch.of(x, mask))
+
 
 class InferenceStep(_Step):
-    """Autoregressive reconstruction without gradients (teacher forcing 0), optionally from one CUDA graph.
+    """Autoregressive reconstruction without gradients (teacher forcing 0), from CUDA graphs where possible.
 
     Args:
         model: the autoencoder, on its device and dtype; it is switched to eval mode.
-        cuda_graph: capture the forward in one CUDA graph after ``warmup`` eager calls (CUDA only).
-        warmup: eager calls before the capture.
+        cuda_graph: capture the forward after ``warmup`` eager calls per shape (CUDA only).
+        warmup: eager calls before a capture.
+        precision: 'fp32' or 'bf16' autocast.
 
     Calling it returns the reconstruction (B, T, E).
     """
 
-    def __init__(self, model: Autoencoder, *, cuda_graph: bool = False, warmup: int = 2) -> None:
+    def __init__(
+        self, model: Autoencoder, *, cuda_graph: bool = False, warmup: int = 2, precision: str = "fp32"
+    ) -> None:
         self.model = model.eval()
+        self.precision = precision
+        self.device = next(model.parameters()).device
         self._runner = _Graphed(self._forward, cuda_graph=cuda_graph, warmup=warmup, what="inference step")
 
     def _forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.model(x, mask, teacher_forcing=0.0).reconstruction
+        with torch.no_grad(), autocast(self.device, self.precision):
+            return self.model(x, mask, teacher_forcing=0.0).reconstruction.float()
+
+    def run(self, batch: Batch) -> Tensor:
+        """The reconstruction of a batch the engine made (no mask check, no host sync)."""
+        if self.model.training:
+            self.model.eval()
+        return self._runner(batch.x, batch.mask)
+
+    def __call__(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.run(Batch.of(x, mask))
+
+
+# ---------------------------------------------------------------------------------------------- the epoch
+
+BatchCallback = Callable[[int, int, int, "float | None", float], None]
+"""(epoch, steps done, steps in the epoch, running mean loss or None when not read, sequences per second)."""
+REPORT_EVERY_S = 0.5
+"""Progress reads the device's loss sums at most this often."""
+
+
+@attrs.frozen(kw_only=True)
+class EpochTotals:
+    """What one pass of ``run_epoch`` did; figures over real rows and tokens (pads excluded)."""
+
+    steps: int
+    rows: int
+    loss_sum: float
+    tokens: float
+    seconds: float
+    """Wall time, the device synchronised at the end."""
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def run_epoch(
+    step: TrainStep,
+    batches: Iterable[Batch],
+    *,
+    total: int,
+    epoch: int = 1,
+    lr_at: Callable[[int], float] | None = None,
+    first_step: int = 0,
+    row_scale: int = 1,
+    rows_cap: int | None = None,
+    on_batch: BatchCallback | None = None,
+) -> EpochTotals:
+    """Train on ``batches``: the loop ``quatrain train`` and ``quatrain bench``'s train-epoch row both run.
+
+    Args:
+        step: the engine.
+        batches: the epoch's batches (made lazily, so the host builds the next while the device runs).
+        total: steps in the epoch (for progress).
+        epoch: its number (for progress).
+        lr_at: learning rate of optimiser step ``n`` (counted over the whole run), set before each step.
+        first_step: the run's step count before this epoch.
+        row_scale: rows per step across all ranks per row of this one (progress counts the whole job).
+        rows_cap: the epoch's real rows (progress never counts more).
+        on_batch: progress; the loss is read from the device at most every REPORT_EVERY_S (else None).
+    """
+    step.reset_totals()
+    tick = last = time.perf_counter()
+    steps = rows = 0
+    for batch in batches:
+        if lr_at is not None:
+            step.set_lr(lr_at(first_step + steps))
+        step.run(batch)
+        steps += 1
+        rows += batch.rows
+        if on_batch is not None:
+            now = time.perf_counter()
+            loss = None
+            if now - last >= REPORT_EVERY_S or steps == total:
+                loss_sum, tokens = step.totals()
+                loss, last = loss_sum / max(tokens, 1.0), now
+            done = rows * row_scale if rows_cap is None else min(rows * row_scale, rows_cap)
+            on_batch(epoch, steps, total, loss, done / max(now - tick, 1e-9))
+    synchronize(step.device)
+    seconds = time.perf_counter() - tick
+    loss_sum, tokens = step.totals()
+    return EpochTotals(steps=steps, rows=rows, loss_sum=loss_sum, tokens=tokens, seconds=seconds)

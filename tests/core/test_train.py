@@ -10,7 +10,10 @@ import torch
 
 import quatrain
 from quatrain import CheckpointError, ConfigError
-from quatrain._train import TeacherForcing, TrainConfig, evaluate, evaluate_checkpoint, paths_for, read_state, train
+from quatrain._evaluate import evaluate, evaluate_checkpoint
+from quatrain._recipe import TeacherForcing, TrainConfig, paths_for
+from quatrain._train import train
+from quatrain._trainstate import read_state
 from quatrain.data import build_data, load_corpus, load_embeddings
 
 
