@@ -207,6 +207,8 @@ class TrainStep(_Step):
         acc = torch.float32 if self.device.type == "mps" else torch.float64
         self._loss_sum = torch.zeros((), dtype=acc, device=self.device)
         self._tokens = torch.zeros((), dtype=acc, device=self.device)
+        self.output: Tensor | None = None
+        """The last step's reconstruction (valid until the next step)."""
         self._runner = _Graphed(self._step, cuda_graph=cuda_graph, warmup=warmup, what="train step")
 
     def set_lr(self, lr: float) -> None:
@@ -237,6 +239,7 @@ class TrainStep(_Step):
         self.optimizer.zero_grad(set_to_none=not self._runner.want_graph)
         with autocast(self.device, self.precision):
             out = self.model(x, mask, teacher_forcing=self.teacher_forcing)
+        self.output = out.reconstruction.detach()  # under replay: the graph's buffer, rewritten per step
         loss = reconstruction_loss(out.reconstruction.float(), x.float(), mask)
         tokens = mask.sum()
         self._loss_sum += loss.detach().to(self._loss_sum.dtype) * tokens
