@@ -95,7 +95,7 @@ def heading(report: dict[str, Any]) -> str:
     return (
         f"{setup.get('preset') or 'custom'} preset, {setup['device']} {setup['dtype']}"
         f"{' (TF32 matmuls)' if setup.get('tf32_matmul') and setup['device'] == 'cuda' else ''}, "
-        f"batch {setup['batch_size']} x "
+        f"{setup['config']['num_heads']} heads, batch {setup['batch_size']} x "
         f"{setup['seq_len']}, median ± half IQR of {setup['iters']} steps after {setup['warmup']} warm-up; "
         f"{hw['device_name']}, {machine['threads']} threads, torch {report['versions']['torch']}, {report['date']}"
     )
@@ -169,6 +169,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
 )
 @click.option("--warmup", type=click.IntRange(min=1), default=None, help="Warm-up steps, timed apart [2 CPU, 4 GPU].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size.")
+@click.option(
+    "--heads", type=click.IntRange(min=1), default=None, help="Attention heads (must divide the preset's hidden size)."
+)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch [torch's default].")
 @click.option("--no-graph", is_flag=True, help="On CUDA, run steps eagerly instead of replaying CUDA graphs.")
 @click.option(
@@ -190,6 +193,7 @@ def bench(
     iters: int | None,
     warmup: int | None,
     batch_size: int,
+    heads: int | None,
     threads: int | None,
     no_graph: bool,
     tf32: bool,
@@ -212,6 +216,10 @@ def bench(
         raise click.ClickException("--plot needs matplotlib, which is not installed (pip install 'quatrain[plot]')")
     device = device or detect_hardware().device
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list is not None else None
+    try:
+        config = ModelConfig.preset(preset, **({} if heads is None else {"num_heads": heads}))
+    except ValueError as e:  # ConfigError: heads that do not divide the hidden size
+        raise click.BadParameter(str(e), param_hint="--heads") from None
     registry = get_registry()
     for name in names or ():
         registry.backend(name)  # an unknown name fails here, before minutes of measuring
@@ -223,7 +231,7 @@ def bench(
 
     with StepProgress() as progress:
         report = run_bench(
-            ModelConfig.preset(preset),
+            config,
             device=device,
             dtype=getattr(torch, DTYPES[dtype]),
             backends=names,

@@ -1,0 +1,154 @@
+"""``deferred-kv``: K and V once per sequence, single-query bmm attention per step, K/V gradients deferred.
+
+K and V are fixed over a decode, so their per-step gradients can wait: each step's backward computes only
+the query's gradient and records its softmax ``P_t``, the score gradient ``dS_t``, its scaled query ``Q_t``
+and the incoming ``dO_t``; after the last step's backward, one batched product gives
+``dV = sum_t P_t^T dO_t`` and ``dK = sum_t dS_t^T Q_t`` (instead of a full-size dK and dV written and
+accumulated at every step). The forward of a step is a plain ``matmul``-softmax-``matmul`` for the one
+query (no SDPA kernel selection). The parallel path (teacher forcing 1.0, and the stretches of forced steps
+on CPU) is the cached decoder's SDPA. Layout ``q-kv-o``, like ``cached-decoder``.
+tests/plugins/test_deferred_kv.py checks it against naive (the conformance kit) and the deferred gradients
+against autograd's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from quatrain import Capabilities, hookimpl
+
+from ._attention import SDPA_KERNEL_NOTES, Keys, attend, keys, merge_heads, prepare_mask, probe_kernel, split_heads
+from .cached_decoder import CachedDecoderAttention
+
+
+class Record(NamedTuple):
+    """What one step's backward leaves for the deferred K/V product."""
+
+    p: Tensor
+    """(B, h, 1, S) the step's attention weights (zero for rows without keys)."""
+    do: Tensor
+    """(B, h, 1, d) the gradient of its context."""
+    ds: Tensor
+    """(B, h, 1, S) the gradient of its scores."""
+    q: Tensor
+    """(B, h, 1, d) its query, scaled by 1/sqrt(d)."""
+
+
+class DeferredKeys(NamedTuple):
+    """The state of one prepared sequence: K and V (through ``_Defer``), the mask, the shared records."""
+
+    keys: Keys
+    """K and V split into heads (views of the projection), for the parallel path and for weights."""
+    k_t: Tensor
+    """(B, h, d, S) K transposed, contiguous: what each single-query step multiplies with."""
+    v: Tensor
+    """(B, h, S, d) V, contiguous."""
+    bias: Tensor
+    """(B, 1, 1, S) additive score mask: 0 where attended, -inf elsewhere (fully masked rows opened up)."""
+    records: list[Record]
+
+
+class _Defer(torch.autograd.Function):
+    """Identity on K and V whose backward adds the deferred per-step gradients in one batched product.
+
+    Autograd runs it after every step that read K and V has run its backward (they are its consumers), so
+    ``records`` then holds every step's share.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, k: Tensor, v: Tensor, records: list[Record]) -> tuple[Tensor, Tensor]:
+        ctx.records = records
+        ctx.set_materialize_grads(False)
+        return k.view_as(k), v.view_as(v)
+
+    @staticmethod
+    def backward(ctx: Any, dk: Tensor | None, dv: Tensor | None) -> tuple[Tensor | None, Tensor | None, None]:
+        records: list[Record] = ctx.records
+        if records:
+            p, do, ds, q = (torch.cat(parts, dim=2) for parts in zip(*records, strict=True))  # (B, h, N, .)
+            records.clear()
+            dk_steps = ds.transpose(-2, -1) @ q  # (B, h, S, d) = sum_t dS_t^T Q_t
+            dv_steps = p.transpose(-2, -1) @ do  # (B, h, S, d) = sum_t P_t^T dO_t
+            dk = dk_steps if dk is None else dk + dk_steps
+            dv = dv_steps if dv is None else dv + dv_steps
+        return dk, dv, None
+
+
+class _SingleQuery(torch.autograd.Function):
+    """One query per row against fixed K, V: forward as matmul-softmax-matmul, backward only for the query."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]  # torch's Function.forward is untyped (*args)
+        ctx: Any, q: Tensor, k_t: Tensor, v: Tensor, bias: Tensor, has_key: Tensor, records: list[Record]
+    ) -> Tensor:
+        scaled = q * (1.0 / math.sqrt(q.shape[-1]))  # (B, h, 1, d)
+        p = torch.softmax(scaled @ k_t + bias, dim=-1) * has_key  # (B, h, 1, S)
+        ctx.save_for_backward(scaled, k_t, v, p)
+        ctx.records = records
+        return p @ v  # (B, h, 1, d)
+
+    @staticmethod
+    def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None, None]:  # type: ignore[override]
+        scaled, k_t, v, p = ctx.saved_tensors
+        dp = do @ v.transpose(-2, -1)  # (B, h, 1, S)
+        # Softmax backward, p * (dp - sum(dp * p)), by torch's own kernel (it accumulates in float32 for
+        # bfloat16/float16); with p zero on rows without keys it gives their zero gradient too.
+        ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
+        ctx.records.append(Record(p, do, ds, scaled))
+        dq = (ds @ k_t.transpose(-2, -1)) * (1.0 / math.sqrt(scaled.shape[-1]))
+        return dq, None, None, None, None, None
+
+
+class DeferredKVAttention(CachedDecoderAttention):
+    name = "deferred-kv"
+    capabilities = Capabilities(
+        layout="q-kv-o",
+        devices=("cpu", "cuda"),
+        # matmul, softmax and cat only (no atomics); the parallel path's SDPA backward on CUDA may use
+        # atomics (PyTorch's SDPA docs), so, as for cached-decoder, no bit-reproducibility is promised there.
+        deterministic=False,
+        notes=(
+            "K and V are projected once per sequence (with autograd); each step is a single-query "
+            "matmul-softmax-matmul; each step's backward computes only the query's gradient, and dK, dV come "
+            "from one batched product over all steps after the last step's backward",
+            "the parallel path (teacher forcing 1.0, forced stretches on CPU) is SDPA, as in cached-decoder",
+            "need_weights=True takes the explicit softmax with ordinary autograd",
+            *SDPA_KERNEL_NOTES,
+        ),
+    )
+
+    def prepare(self, memory: Tensor, key_mask: Tensor) -> DeferredKeys:
+        k, v = self.w_kv(memory).chunk(2, dim=-1)  # (B, S, H) each, once per sequence
+        state = keys(k, v, prepare_mask(key_mask, memory.dtype), self.num_heads)
+        probe_kernel(self, state)
+        records: list[Record] = []
+        if torch.is_grad_enabled() and (state.k.requires_grad or state.v.requires_grad):
+            k_steps, v_steps = _Defer.apply(state.k, state.v, records)
+            state = Keys(k_steps, v_steps, state.mask)
+        bias = torch.zeros_like(state.mask.has_key).expand(-1, -1, -1, k.shape[1])
+        bias = bias.masked_fill(~state.mask.attn_mask, float("-inf"))  # (B, 1, 1, S)
+        # One copy per sequence into the layouts a single-query matmul reads fastest (a strided K^T or V
+        # would be copied by every step's matmul on CPU).
+        return DeferredKeys(state, state.k.transpose(-2, -1).contiguous(), state.v.contiguous(), bias, records)
+
+    def step(self, query: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        q = split_heads(self.w_q(query).unsqueeze(1), self.num_heads)  # (B, h, 1, d)
+        if need_weights:
+            context, weights = attend(q, state.keys, True)
+        else:
+            mask = state.keys.mask
+            context = _SingleQuery.apply(q, state.k_t, state.v, state.bias, mask.has_key, state.records)
+            weights = None
+        return self.w_o(merge_heads(context)).squeeze(1), (weights.squeeze(2) if weights is not None else None)
+
+    def parallel(self, queries: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        return super().parallel(queries, state.keys, need_weights)
+
+
+@hookimpl
+def register_attention_backends(register: Any) -> None:
+    register(DeferredKVAttention)
