@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TextIO
+from typing import IO, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -23,6 +23,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+_D = TypeVar("_D", bound="_Display")
 
 PLAIN_EVERY_S = 30.0
 """Without a terminal, a line at least this often during long work (and one when each part ends)."""
@@ -52,7 +54,7 @@ class _Display:
         if self.live:
             self.progress = Progress(*columns, console=self.console, redirect_stdout=False, redirect_stderr=True)
         self.started = False
-        self.file: TextIO | None = self.console.file if console is not None else None
+        self.file: IO[str] | None = self.console.file if console is not None else None
 
     def start(self) -> None:
         if self.progress is not None and not self.started:
@@ -71,7 +73,7 @@ class _Display:
             self.progress.stop()
         self.started = False
 
-    def __enter__(self) -> _Display:
+    def __enter__(self: _D) -> _D:
         self.start()
         return self
 
