@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ._common import emit_json, json_option, table
+from ._common import check_device, emit_json, json_option, prepare_output, table
 from ._progress import StepProgress
 
 PRESETS = ("seed", "small", "tiny")
@@ -95,7 +95,7 @@ def heading(report: dict[str, Any]) -> str:
     return (
         f"{setup.get('preset') or 'custom'} preset, {setup['device']} {setup['dtype']}"
         f"{' (TF32 matmuls)' if setup.get('tf32_matmul') and setup['device'] == 'cuda' else ''}, "
-        f"{setup['config']['num_heads']} heads, batch {setup['batch_size']} x "
+        f"batch {setup['batch_size']} x "
         f"{setup['seq_len']}, median ± half IQR of {setup['iters']} steps after {setup['warmup']} warm-up; "
         f"{hw['device_name']}, {machine['threads']} threads, torch {report['versions']['torch']}, {report['date']}"
     )
@@ -161,7 +161,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 @click.command()
 @click.option("--preset", type=click.Choice(PRESETS), default="seed", show_default=True, help="Model size.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="Default: the best one here.")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "mps"]),
+    default=None,
+    callback=check_device,
+    help="Default: the best one here.",
+)
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp32", show_default=True, help="Model dtype.")
 @click.option("--backends", "backend_list", default=None, metavar="A,B", help="Backends to run (default: all).")
 @click.option(
@@ -169,9 +175,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
 )
 @click.option("--warmup", type=click.IntRange(min=1), default=None, help="Warm-up steps, timed apart [2 CPU, 4 GPU].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size.")
-@click.option(
-    "--heads", type=click.IntRange(min=1), default=None, help="Attention heads (must divide the preset's hidden size)."
-)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch [torch's default].")
 @click.option("--no-graph", is_flag=True, help="On CUDA, run steps eagerly instead of replaying CUDA graphs.")
 @click.option(
@@ -193,7 +196,6 @@ def bench(
     iters: int | None,
     warmup: int | None,
     batch_size: int,
-    heads: int | None,
     threads: int | None,
     no_graph: bool,
     tf32: bool,
@@ -216,10 +218,11 @@ def bench(
         raise click.ClickException("--plot needs matplotlib, which is not installed (pip install 'quatrain[plot]')")
     device = device or detect_hardware().device
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list is not None else None
-    try:
-        config = ModelConfig.preset(preset, **({} if heads is None else {"num_heads": heads}))
-    except ValueError as e:  # ConfigError: heads that do not divide the hidden size
-        raise click.BadParameter(str(e), param_hint="--heads") from None
+    if names is not None and not names:
+        raise click.BadParameter("names no backend; leave it out to run them all", param_hint="--backends")
+    for option, output in (("--out", out), ("--markdown", markdown), ("--plot", plot_path)):
+        if output is not None:  # before minutes of measuring: a folder that cannot be written loses nothing
+            prepare_output(output, force=True, what=option)
     registry = get_registry()
     for name in names or ():
         registry.backend(name)  # an unknown name fails here, before minutes of measuring
@@ -231,7 +234,7 @@ def bench(
 
     with StepProgress() as progress:
         report = run_bench(
-            config,
+            ModelConfig.preset(preset),
             device=device,
             dtype=getattr(torch, DTYPES[dtype]),
             backends=names,

@@ -8,6 +8,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -117,3 +118,123 @@ def table(rows: list[list[str]], header: list[str], width: int | None = None) ->
 
 def warn(message: str) -> None:
     click.echo(message, file=sys.stderr)
+
+
+DEVICE_HELP = "Where to run: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``--device name`` cannot be used on this machine, or None if it can."""
+    import torch
+
+    if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return "not a device name; use auto, cpu, cuda, cuda:N or mps"
+    if device.type == "cpu":
+        return "the CPU has no index; use 'cpu'" if device.index not in (None, 0) else None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available here (no NVIDIA GPU or driver, or a CPU-only torch)"
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return f"this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
+        return None
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else "MPS is not available here (Apple silicon macOS only)"
+    return f"quatrain runs on cpu, cuda or mps, not {device.type!r}"
+
+
+def check_device(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> str | None:
+    """Click callback for ``--device``: refuse, in one line, a device this machine does not have."""
+    if value is None:
+        return None
+    problem = device_problem(value)
+    if problem is not None:
+        raise click.ClickException(f"--device {shorten(value, 40)}: {problem}")
+    return value
+
+
+def check_backend(name: str | None, device: str, precision: str = "fp32") -> None:
+    """Refuse a named backend that cannot run on ``device`` (issue 12, finding 5), with its own reasons.
+
+    'auto', 'none' and None pass (selection picks a runnable one); an unknown name fails with the
+    registry's list of names.
+    """
+    if name in (None, "auto", "none"):
+        return
+    import torch
+
+    from quatrain import BackendUnavailableError
+    from quatrain.registry import detect_hardware, get_registry
+
+    entry = get_registry().backend(name)
+    target = device_problem(device) is None and device != "auto" and torch.device(device).type
+    kind = target or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    reasons = list(entry.cls.unsupported_reasons(detect_hardware(), kind, dtype))
+    if reasons:
+        why = "; ".join(str(r) for r in reasons)
+        raise BackendUnavailableError(f"backend {name!r} cannot run on {kind} here: {why}")
+
+
+def prepare_output(path: Path, *, force: bool = False, others: tuple[Path, ...] = (), what: str = "--out") -> Path:
+    """Check an output before any work (issue 12, findings 3, 9 and 16): create its folder, prove the folder
+    is writable, and refuse to replace an existing file (``path`` or ``others``) unless ``force``.
+
+    Raises:
+        click.ClickException: the folder cannot be made or written, or a file exists and ``force`` is off.
+    """
+    import tempfile
+
+    path = Path(path)
+    if path.is_dir():
+        raise click.ClickException(f"{what} {str(path)!r} is a folder; give a file path")
+    if not force:
+        existing = [p for p in (path, *others) if p.exists()]
+        if existing:
+            raise click.ClickException(
+                f"{what} {str(path)!r}: {', '.join(repr(str(p)) for p in existing)} already exist(s); "
+                "pass --force to replace, or choose another path"
+            )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise click.ClickException(
+            f"{what} {str(path)!r}: cannot write to {str(path.parent)!r}: {e.strerror or e}"
+        ) from None
+    return path
+
+
+class Throttled:
+    """Progress ``(done, total, label)`` passed on to ``show`` only for long work: nothing in the first
+    ``after`` seconds, then at most one call every ``every`` seconds, and the last call of each label.
+
+    Quick commands stay silent; a 200k-token reconstruction (minutes) reports as it goes.
+    """
+
+    def __init__(self, show: Callable[[int, int, str], None], after: float = 2.0, every: float = 2.0) -> None:
+        import time
+
+        self.show, self.after, self.every, self.clock = show, after, every, time.monotonic
+        self.start = self.clock()
+        self.last = -float("inf")
+        self.shown = False
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        now = self.clock()
+        if now - self.start < self.after:
+            return
+        if (done >= total and self.shown) or now - self.last >= self.every:
+            self.last, self.shown = now, True
+            self.show(done, total, label)
+
+
+def stage(text: str) -> None:
+    """One line on stderr saying what a command is doing now, on a terminal only (stdout stays clean)."""
+    if sys.stderr.isatty():
+        click.echo(text, err=True)

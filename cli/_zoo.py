@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import emit_json, json_option, table
+from ._common import check_device, emit_json, json_option, table
 
 
 def _metric(metrics: dict[str, Any], key: str) -> str:
@@ -154,7 +154,12 @@ def path(name: str | None, weights: bool) -> None:
 
 @zoo.command(name="train")
 @click.argument("name")
-@click.option("--device", default=None, help="'cpu', 'cuda', 'cuda:N' or 'auto' (default: the recipe's, else auto).")
+@click.option(
+    "--device",
+    default=None,
+    callback=check_device,
+    help="'cpu', 'cuda', 'cuda:N' or 'auto' (default: the recipe's, else auto).",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
 @click.option(
     "--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the recipe's minutes."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -50,6 +50,8 @@ def reconstruct_lines(
     unknown: str = "vector",
     max_len: int | None = None,
     device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Reconstruction:
     """Reconstruct ``lines`` (one poem) with ``model``, fully autoregressive.
 
@@ -60,6 +62,9 @@ def reconstruct_lines(
         unknown: 'vector' or 'drop', as in training.
         max_len: the window length (default: the model's ``max_len``); longer text is cut into windows.
         device: where to run.
+        batch_size: windows decoded per forward pass (padded and masked; the result is the same).
+        progress: called as ``progress(done, total, label)`` while windows are decoded and while their
+            nearest words are searched (a 200k-token file takes minutes on a CPU).
 
     Raises:
         DataError: no line holds a token.
@@ -77,17 +82,25 @@ def reconstruct_lines(
     attention: list[Tensor] = []
     model.eval()
     with torch.no_grad():
-        for window in windows:
-            x = table[torch.tensor([window], device=device)]  # (1, T, E)
-            mask = torch.ones(1, len(window), dtype=torch.bool, device=device)
+        for first in range(0, len(windows), batch_size):
+            group = windows[first : first + batch_size]
+            lengths = torch.tensor([len(w) for w in group], device=device)
+            longest = int(lengths.max())
+            padded = torch.tensor([w + [newline] * (longest - len(w)) for w in group], device=device)
+            x = table[padded]  # (B, T, E)
+            mask = torch.arange(longest, device=device)[None, :] < lengths[:, None]
             out = model(x, mask, teacher_forcing=0.0, need_weights=model.config.attention != "none")
-            preds.append(out.reconstruction[0].float())
-            if out.attention is not None:
-                attention.append(out.attention[0].float().mean(dim=0).cpu())  # (T, S)
+            for row, window in enumerate(group):
+                preds.append(out.reconstruction[row, : len(window)].float())
+                if out.attention is not None:  # (T, S) of this window, averaged over heads
+                    attention.append(out.attention[row, :, : len(window), : len(window)].float().mean(dim=0).cpu())
+            if progress is not None:
+                progress(first + len(group), len(windows), "decoding windows")
     pred = torch.cat(preds)  # (N, E) over every token of the text
     truth = table[torch.tensor(ids, device=device)]
     cosine = F.cosine_similarity(pred, truth, dim=-1).cpu()
-    nearest = nearest_words(pred, table, k=1)[:, 0].cpu().tolist()
+    search = None if progress is None else (lambda done, total: progress(done, total, "searching nearest words"))
+    nearest = nearest_words(pred, table, k=1, progress=search)[:, 0].cpu().tolist()
     result: list[ReconstructedLine] = []
     start = 0
     for line in lines:
