@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._contract import Hardware as Hardware
     from ._contract import Reason as Reason
     from ._contract import key_padding_guard as key_padding_guard
+    from ._distributed import world_from_env as world_from_env
     from ._errors import BackendUnavailableError as BackendUnavailableError
     from ._errors import CheckpointError as CheckpointError
     from ._errors import CheckpointLayoutError as CheckpointLayoutError
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ._errors import PluginWarning as PluginWarning
     from ._errors import QuatrainError as QuatrainError
     from ._errors import UnknownBackendError as UnknownBackendError
+    from ._evaluate import data_for_checkpoint as data_for_checkpoint
     from ._evaluate import evaluate as evaluate
     from ._evaluate import evaluate_checkpoint as evaluate_checkpoint
     from ._loss import reconstruction_loss as reconstruction_loss
@@ -38,8 +40,13 @@ if TYPE_CHECKING:
     from ._model import AutoencoderOutput as AutoencoderOutput
     from ._recipe import TrainConfig as TrainConfig
     from ._recipe import paths_for as paths_for
+    from ._recipe import prepare_data as prepare_data
+    from ._recipe import resolve_device as resolve_device
+    from ._reconstruct import plot_attention as plot_attention
+    from ._reconstruct import reconstruct_lines as reconstruct_lines
     from ._train import TrainResult as TrainResult
     from ._train import train as train
+    from ._trainstate import read_state as read_state
     from ._trainstep import GraphFallbackWarning as GraphFallbackWarning
     from ._trainstep import InferenceStep as InferenceStep
     from ._trainstep import TrainStep as TrainStep
@@ -72,15 +79,22 @@ _EXPORTS = {
     "Autoencoder": "._model",
     "AutoencoderOutput": "._model",
     "TrainConfig": "._recipe",
+    "resolve_device": "._recipe",
+    "prepare_data": "._recipe",
     "paths_for": "._recipe",
     "TrainResult": "._train",
     "evaluate": "._evaluate",
+    "data_for_checkpoint": "._evaluate",
     "evaluate_checkpoint": "._evaluate",
     "train": "._train",
     "GraphFallbackWarning": "._trainstep",
     "InferenceStep": "._trainstep",
     "TrainStep": "._trainstep",
     "hookimpl": ".hookspecs",
+    "world_from_env": "._distributed",
+    "read_state": "._trainstate",
+    "plot_attention": "._reconstruct",
+    "reconstruct_lines": "._reconstruct",
 }
 
 __all__ = [
@@ -108,17 +122,24 @@ __all__ = [
     "UnknownBackendError",
     "atomic_write_bytes",
     "check_loadable",
+    "data_for_checkpoint",
     "evaluate",
     "evaluate_checkpoint",
     "hookimpl",
     "key_padding_guard",
     "load",
     "paths_for",
+    "plot_attention",
+    "prepare_data",
     "read_info",
+    "read_state",
+    "reconstruct_lines",
     "reconstruction_loss",
+    "resolve_device",
     "save",
     "token_cosine",
     "train",
+    "world_from_env",
 ]
 
 
