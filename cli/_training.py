@@ -168,11 +168,8 @@ def train(ctx: click.Context, preset: str | None, config_file: str | None, out: 
 
     Also runs as one rank of ``torchrun --nproc-per-node N -m quatrain train ...`` (only rank 0 writes and
     reports)."""
-    from quatrain import ConfigError, ModelConfig
-    from quatrain._distributed import world_from_env
-    from quatrain._recipe import TrainConfig, paths_for, prepare_data
-    from quatrain._trainstate import read_state
-    from quatrain._train import train as run_training
+    from quatrain import ConfigError, ModelConfig, TrainConfig, paths_for, prepare_data, read_state, world_from_env
+    from quatrain import train as run_training
 
     if nproc is not None and nproc > 1 and not summary:
         from ._launch import relaunch
@@ -266,7 +263,7 @@ def train(ctx: click.Context, preset: str | None, config_file: str | None, out: 
 @json_option
 def evaluate(checkpoint: str, split: str, batch_size: int, device: str, as_json: bool) -> None:
     """Held-out metrics of a trained checkpoint, fully autoregressive (no teacher forcing)."""
-    from quatrain._evaluate import data_for_checkpoint, evaluate_checkpoint
+    from quatrain import data_for_checkpoint, evaluate_checkpoint
     from quatrain.registry import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
@@ -307,10 +304,15 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
     Reads TEXT (use \\n or '/' between lines), --file, or, with neither, held-out test poems of the
     checkpoint's own split.
     """
-    from quatrain import load, read_info
-    from quatrain._reconstruct import plot_attention, reconstruct_lines
-    from quatrain._evaluate import data_for_checkpoint
-    from quatrain._recipe import TrainConfig, resolve_device
+    from quatrain import (
+        TrainConfig,
+        data_for_checkpoint,
+        load,
+        plot_attention,
+        read_info,
+        reconstruct_lines,
+        resolve_device,
+    )
     from quatrain.data import CorpusError, load_embeddings
     from quatrain.registry import resolve_checkpoint
 
