@@ -26,9 +26,9 @@ def _check_cell(variant: dict[str, Any]) -> str:
     check = variant["check"]
     if check is None:
         return "unchecked"
-    if check["rel_error"] is None:
+    if check["ratio"] is None:
         return f"ERROR ({check['worst']})"
-    return f"{'ok' if check['ok'] else 'WRONG'} {check['rel_error']:.1e}"
+    return f"{'ok' if check['ok'] else 'WRONG'} {check['ratio']:.2f}"  # worst err/bound under the one rule
 
 
 def _num(value: float | None, spec: str, scale: float = 1.0) -> str:
@@ -95,7 +95,7 @@ def heading(report: dict[str, Any]) -> str:
     return (
         f"{setup.get('preset') or 'custom'} preset, {setup['device']} {setup['dtype']}"
         f"{' (TF32 matmuls)' if setup.get('tf32_matmul') and setup['device'] == 'cuda' else ''}, "
-        f"batch {setup['batch_size']} x "
+        f"{setup['config']['num_heads']} heads, batch {setup['batch_size']} x "
         f"{setup['seq_len']}, median ± half IQR of {setup['iters']} steps after {setup['warmup']} warm-up; "
         f"{hw['device_name']}, {machine['threads']} threads, torch {report['versions']['torch']}, {report['date']}"
     )
@@ -117,6 +117,7 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def notes(report: dict[str, Any]) -> list[str]:
     found = [
+        "vs naive: worst err/bound of the one comparison rule (core/_compare.py), below 1 is correct; "
         "`*` marks the fastest correct backend per mode; WRONG rows are not ranked; warm-up s per mode "
         "(train tf 0.9 / train tf 1.0 / inference); graph: whole step replayed from one CUDA graph per mode."
     ]
@@ -175,6 +176,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
 )
 @click.option("--warmup", type=click.IntRange(min=1), default=None, help="Warm-up steps, timed apart [2 CPU, 4 GPU].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size.")
+@click.option(
+    "--heads", type=click.IntRange(min=1), default=None, help="Attention heads (must divide the preset's hidden size)."
+)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch [torch's default].")
 @click.option("--no-graph", is_flag=True, help="On CUDA, run steps eagerly instead of replaying CUDA graphs.")
 @click.option(
@@ -196,6 +200,7 @@ def bench(
     iters: int | None,
     warmup: int | None,
     batch_size: int,
+    heads: int | None,
     threads: int | None,
     no_graph: bool,
     tf32: bool,
@@ -223,6 +228,10 @@ def bench(
     for option, output in (("--out", out), ("--markdown", markdown), ("--plot", plot_path)):
         if output is not None:  # before minutes of measuring: a folder that cannot be written loses nothing
             prepare_output(output, force=True, what=option)
+    try:
+        config = ModelConfig.preset(preset, **({} if heads is None else {"num_heads": heads}))
+    except ValueError as e:  # ConfigError: heads that do not divide the hidden size
+        raise click.BadParameter(str(e), param_hint="--heads") from None
     registry = get_registry()
     for name in names or ():
         registry.backend(name)  # an unknown name fails here, before minutes of measuring
@@ -234,7 +243,7 @@ def bench(
 
     with StepProgress() as progress:
         report = run_bench(
-            ModelConfig.preset(preset),
+            config,
             device=device,
             dtype=getattr(torch, DTYPES[dtype]),
             backends=names,

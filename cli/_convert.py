@@ -19,8 +19,9 @@ def prove(source_path: Path, target: str, seed: int = 0) -> tuple[Any, dict[str,
     """Load ``source_path`` converted for ``target`` and check the conversion.
 
     Returns the converted model and the evidence: the converter path, whether converting back gives
-    the original attention tensors bit for bit, and the largest relative difference of a forward pass
-    (teacher forcing 1.0, eval mode) on a seeded probe batch against the model as saved.
+    the original attention tensors bit for bit, and the one comparison rule (registry/_check.py) on a
+    seeded probe batch: outputs (teacher forcing 1.0 and 0.0) and gradients of the converted model
+    against the model as saved, in float64 (the golden) and in its own dtype (the reference).
 
     Raises:
         QuatrainError: unknown backend, no conversion path, unreadable checkpoint, failed proof.
@@ -32,6 +33,7 @@ def prove(source_path: Path, target: str, seed: int = 0) -> tuple[Any, dict[str,
     from quatrain import CheckpointLayoutError
     from quatrain._checkpoint import ATTENTION_PREFIX, convert_attention_tensors
     from quatrain.registry import get_registry
+    from quatrain.registry._check import check_against
 
     registry = get_registry()
     entry = registry.backend(target)  # unknown names raise with the registered ones listed
@@ -60,28 +62,28 @@ def prove(source_path: Path, target: str, seed: int = 0) -> tuple[Any, dict[str,
     T, E = max(PROBE_LENGTHS), info.config.embed_dim
     x = torch.randn(len(PROBE_LENGTHS), T, E, generator=generator)
     mask = torch.arange(T)[None, :] < torch.tensor(PROBE_LENGTHS)[:, None]
-    with torch.no_grad():
-        want = reference(x, mask, teacher_forcing=1.0).reconstruction
-        got = model(x, mask, teacher_forcing=1.0).reconstruction
-    diff = (got - want).abs().max().item()
-    scale = want.abs().max().item()
-    relative = diff / scale if scale > 0 else diff
-    tolerance = max(1e-5, entry.cls.capabilities.tolerance)
-    if not relative <= tolerance:  # also catches NaN
+
+    def to_target(state: Any) -> Any:
+        return registry.convert_layout(state, reference.layout, model.layout)
+
+    # The one rule: the source model in float64 is the golden, in its own dtype the reference.
+    comparison = check_against(reference, model, x, mask, convert=to_target)
+    if not comparison.passed:
         raise CheckpointLayoutError(
-            f"converted model differs from {str(source_path)!r}: max rel err {relative:.2e} > {tolerance:.0e}"
+            f"converted model differs from {str(source_path)!r}: " + "; ".join(q.line() for q in comparison.failures)
         )
+    worst = comparison.worst
     evidence = {
         "converter": converter,
         "plugins": sorted({c.plugin for c in registry.layouts.converters if {c.source, c.target} <= set(path)}),
         "inverse_bit_identical": identical,
         "probe": {
             "batch": list(PROBE_LENGTHS),
-            "teacher_forcing": 1.0,
+            "teacher_forcing": [1.0, 0.0],
             "reference_backend": reference_backend,
-            "max_abs_diff": diff,
-            "max_rel_diff": relative,
-            "tolerance": tolerance,
+            "worst_ratio": comparison.worst_ratio,
+            "worst": worst.line() if worst is not None else "",
+            "quantities": len(comparison.quantities),
         },
     }
     return model, evidence
@@ -98,8 +100,8 @@ def prove(source_path: Path, target: str, seed: int = 0) -> tuple[Any, dict[str,
 def convert(source_name: str, target: str, output: Path, force: bool, as_json: bool) -> None:
     """Convert checkpoint SOURCE for backend BACKEND, prove the conversion, and write it to OUTPUT.
 
-    Proof: converting back gives the original attention tensors bit for bit, and a forward pass on a
-    probe batch matches the original model within the backend's tolerance. The output's metadata
+    Proof: converting back gives the original attention tensors bit for bit, and on a probe batch the
+    outputs and gradients match the original model by the one comparison rule (float64 golden). The output's metadata
     records converted_from, the converter path and the source backend. Writes are atomic.
     """
     from quatrain.registry import resolve_checkpoint
@@ -145,7 +147,7 @@ def convert(source_name: str, target: str, output: Path, force: bool, as_json: b
     click.echo(f"  converter        {evidence['converter']}")
     click.echo("  inverse          bit-identical")
     click.echo(
-        f"  forward check    max rel diff {probe['max_rel_diff']:.2e} (max abs {probe['max_abs_diff']:.2e}, "
-        f"tolerance {probe['tolerance']:.0e}) on a {len(probe['batch'])}-row probe batch "
-        f"vs {probe['reference_backend']}"
+        f"  forward check    worst err/bound {probe['worst_ratio']:.2f} over {probe['quantities']} outputs and "
+        f"gradients on a {len(probe['batch'])}-row probe batch vs {probe['reference_backend']} "
+        f"(worst: {probe['worst']})"
     )

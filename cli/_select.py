@@ -41,6 +41,9 @@ from ._common import emit_json, json_option
 @click.option("--weights", "need_weights", is_flag=True, help="The job needs attention weights.")
 @click.option("--allow-approx", is_flag=True, help="Let backends that approximate attention compete.")
 @click.option("--refresh", is_flag=True, help="Measure again instead of using a cached decision.")
+@click.option(
+    "--force", is_flag=True, help="Use a named backend even if it fails its correctness check (with a warning)."
+)
 @json_option
 def select(
     backend: str,
@@ -55,20 +58,26 @@ def select(
     need_weights: bool,
     allow_approx: bool,
     refresh: bool,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Pick the fastest backend that is correct for a job, or check a named one.
 
     auto: eligible here (device, dtype, the job's needs) -> outputs and gradients match naive -> the
     smallest warm-up + steps x measured step time on the job's shapes. Decisions are cached per
-    hardware, versions and job (QUATRAIN_CACHE overrides the cache folder). A named backend that
-    cannot run the job is refused with its reasons (exit 1).
+    hardware, versions and job (QUATRAIN_CACHE overrides the cache folder). A named backend is checked
+    by the same rule: one that cannot run the job, or fails the check, is refused with its reasons or
+    errors (exit 1); --force uses a failing one anyway, with a warning. It is never replaced.
     """
+    import warnings
+
     from quatrain import ModelConfig
     from quatrain.registry import Job, detect_hardware, select_backend
 
     if preset is not None and config_path is not None:
         raise click.UsageError("give --preset or --config, not both")
+    if force and backend == "auto":
+        raise click.UsageError("--force applies to a named backend (--backend NAME), not to 'auto'")
     config = ModelConfig.from_json(config_path) if config_path is not None else ModelConfig.preset(preset or "seed")
     job = Job(
         config=config,
@@ -83,11 +92,17 @@ def select(
     )
     if backend == "auto":
         click.echo(f"selecting a backend for {job.device} (measuring a few steps each unless cached)...", err=True)
-    selection = select_backend(job, backend=backend, refresh=refresh)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        selection = select_backend(job, backend=backend, refresh=refresh, force=force)
+    for warning in caught:
+        click.echo(f"warning: {warning.message}", err=True)
     if as_json:
         emit_json(selection.to_dict())
         return
+    forced = any(r.startswith("forced") for c in selection.candidates for r in c.reasons)
     source = "named" if selection.named else ("cached decision" if selection.cached else "measured now")
+    source += ", forced past a failed correctness check" if forced else ""
     what = f"train (teacher forcing {job.teacher_forcing})" if train else "inference"
     click.echo(f"backend: {selection.backend} ({source})")
     click.echo(

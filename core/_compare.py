@@ -30,13 +30,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["FLOOR_SHIFT", "Comparison", "K", "Quantity", "compare", "full_precision", "kind_of", "rounding_floor"]
+__all__ = [
+    "FLOOR_SHIFT",
+    "Comparison",
+    "K",
+    "Quantity",
+    "compare",
+    "full_precision",
+    "kind_of",
+    "rounding_floor",
+    "without_kinks",
+]
 
 K = {
     # FlashAttention's factor for outputs: a correct kernel rounds about as often as the reference does,
@@ -44,10 +54,12 @@ K = {
     "output": 2.0,
     # Attention weights are one softmax deep, like an output.
     "weights": 2.0,
-    # Gradients sum over more terms in an order each kernel picks (oneDNN's AVX2 and AVX-512 RNN
-    # backwards differ), and a whole decode feeds them back through T steps: measured worst ratio at
-    # k=4 is in benchmarks/conformance-margins.md.
+    # Gradients of the attention alone sum over more terms than its outputs, in an order each kernel
+    # picks; worst err/bound at k=4 over 20 seeds is in benchmarks/conformance-margins.md (module.* rows).
     "gradient": 4.0,
+    # Gradients through a whole Autoencoder (ReLUs made smooth by ``without_kinks``) also flow back through
+    # T decoder steps and two RNNs, whose oneDNN kernels differ by ISA: measured in the margins table.
+    "model gradient": 4.0,
 }
 """The factor on the reference's own error, per kind of quantity."""
 
@@ -55,13 +67,32 @@ FLOOR_SHIFT = 0.3
 """FlashAttention-3's shift: ``(g + s) - s`` rounds ``g`` to the grid of ``|g| + s``; here ``s = 0.3 * max|g|``."""
 
 
-def kind_of(name: str) -> str:
-    """The kind of a quantity from its name: 'grad ...' is a gradient, 'weights' attention weights, else output."""
+def kind_of(name: str, gradient_kind: str = "gradient") -> str:
+    """A quantity's kind from its name: 'grad ...' is ``gradient_kind``, 'weights' is weights, else output."""
     if name.startswith("grad"):
-        return "gradient"
+        return gradient_kind
     if name.startswith("weights"):
         return "weights"
     return "output"
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def without_kinks(model: ModuleT) -> ModuleT:
+    """Replace every ``nn.ReLU`` in ``model`` by ``nn.SiLU``, in place, for a whole-model comparison.
+
+    A ReLU pre-activation within rounding of 0 takes one branch in one kernel and the other in another,
+    which moves one gradient element by the whole upstream gradient: measured 16x (bfloat16) and 271x
+    (float16) naive's own error on grad decoder.integrate.0.bias of a correct backend, over 20 seeds. That
+    measures where the probe landed, not the backend; all three models of a comparison get the same
+    smooth activation, and the backend's function is still compared inside the whole model.
+    """
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.ReLU):
+                setattr(parent, child_name, nn.SiLU())
+    return model
 
 
 @contextlib.contextmanager
@@ -83,7 +114,7 @@ class Quantity:
     name: str
     """e.g. 'output', 'weights', 'grad memory', 'grad encoder.rnn.weight_ih_l1'."""
     kind: str
-    """'output', 'weights' or 'gradient': picks ``k``."""
+    """'output', 'weights', 'gradient' or 'model gradient': picks ``k``."""
     err: float
     """max|candidate - golden| (inf when missing, of another shape, or not finite)."""
     ref_err: float
@@ -200,6 +231,7 @@ def compare(
     dtype: torch.dtype | None = None,
     tolerance: float = 0.0,
     k: Mapping[str, float] | None = None,
+    gradient_kind: str = "gradient",
     reference_name: str = "naive",
 ) -> Comparison:
     """Judge ``candidate`` against ``golden`` by the one rule, each quantity the golden has.
@@ -212,6 +244,8 @@ def compare(
         tolerance: relative error an approximate backend declares (``Capabilities.tolerance`` when
             ``exact=False``); 0 for exact backends.
         k: per-kind factors replacing ``K``'s.
+        gradient_kind: the kind of 'grad ...' quantities: 'gradient' (the attention module alone) or
+            'model gradient' (through a whole model, across its ReLUs).
         reference_name: how lines name the reference's error.
 
     Returns:
@@ -222,7 +256,7 @@ def compare(
     found: list[Quantity] = []
     for name, want in golden.items():
         got, ref = candidate.get(name), reference.get(name)
-        kind = kind_of(name)
+        kind = kind_of(name, gradient_kind)
         factor = factors[kind]
         if want is None:
             if got is not None:
@@ -256,7 +290,8 @@ def compare(
         )
     for name, got in candidate.items():
         if name not in golden and got is not None:
-            found.append(_failed(name, kind_of(name), factors[kind_of(name)], "unexpected (the golden has none)"))
+            kind = kind_of(name, gradient_kind)
+            found.append(_failed(name, kind, factors[kind], "unexpected (the golden has none)"))
     return Comparison(quantities=tuple(found))
 
 

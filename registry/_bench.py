@@ -1,7 +1,8 @@
 """The benchmark engine: every variant in one process on the same inputs, timed per mode, checked against naive.
 
 Variants are the no-attention baseline (``attention='none'``) and each registered backend that runs on the
-device and dtype; every backend starts from naive's weights, converted to its layout, so outputs compare.
+device and dtype; every backend starts from naive's weights, converted to its layout, so outputs compare;
+each is checked against naive by the one rule (registry/_check.py) on a probe batch, TF32 off.
 Modes are a training step at teacher forcing 0.9 (sequential), one at 1.0 (parallel where the backend has
 it), and autoregressive inference without gradients. Warm-up calls (compile, CUDA-graph capture) are timed
 apart; the timed calls give a median and quartiles, synchronised on the device (CUDA events on GPU).
@@ -13,7 +14,7 @@ import gc
 import math
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
@@ -22,9 +23,11 @@ import attrs
 import torch
 from torch import Tensor
 
-from quatrain import Autoencoder, InferenceStep, ModelConfig, TrainStep, reconstruction_loss
+from quatrain import Autoencoder, InferenceStep, ModelConfig, TrainStep
 from quatrain._checkpoint import ATTENTION_PREFIX, quatrain_version
+from quatrain._compare import Comparison
 
+from ._check import check_against, probe_batch
 from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
 
@@ -33,13 +36,6 @@ REFERENCE = "naive"
 MODES = ("train-seq", "train-par", "infer")
 TEACHER_FORCING = {"train-seq": 0.9, "train-par": 1.0, "infer": 0.0}
 MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer": "inference"}
-# Relative error against naive that rounding alone can reach in each dtype (outputs after T autoregressive
-# steps, gradients); a backend's own declared tolerance applies on top in float32.
-DTYPE_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
-
-TF32_TOLERANCE = 1e-2
-"""float32 with TF32 matmuls rounds operands to 10 mantissa bits (--tf32 on CUDA)."""
-
 Progress = Callable[[int, int, str], None]
 
 
@@ -69,17 +65,22 @@ class Timing:
 
 @attrs.frozen(kw_only=True)
 class Check:
-    """A variant's agreement with naive on the benchmark batch."""
+    """A variant's agreement with naive under the one rule (registry/_check.py) on the probe batch."""
 
-    rel_error: float
-    """Largest relative error (L2) over outputs (tf 1.0 and 0.0) and gradients (input, shared parameters)."""
-    tolerance: float
+    ratio: float
+    """Worst err / bound over outputs (tf 1.0, 0.0) and gradients (input, every parameter); < 1 passes; NaN: raised."""
+    passed: bool
     worst: str
-    """Which tensor gave ``rel_error``."""
+    """The worst quantity's line (both errors and the bound), or what was raised."""
 
     @property
     def ok(self) -> bool:
-        return math.isfinite(self.rel_error) and self.rel_error <= self.tolerance
+        return self.passed
+
+    @classmethod
+    def of(cls, comparison: Comparison) -> Check:
+        worst = comparison.worst
+        return cls(ratio=comparison.worst_ratio, passed=comparison.passed, worst=worst.line() if worst else "nothing")
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -194,52 +195,6 @@ def build_variants(
                 module.flatten_parameters()  # one contiguous weight buffer for cuDNN, as after any .to()
         models[name] = model
     return models
-
-
-def _rel(a: Tensor, b: Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).norm() / b.norm().clamp(min=1e-12))
-
-
-def probe(model: Autoencoder, x: Tensor, mask: Tensor) -> dict[str, Tensor]:
-    """Outputs and gradients that every variant with attention shares, in eval mode (no dropout)."""
-    was_training = model.training
-    model.eval()
-    # cuDNN's RNN has no backward in eval mode; torch's own RNN kernels do (naive and the candidate alike).
-    with torch.backends.cudnn.flags(enabled=False):
-        try:
-            xi = x.detach().clone().requires_grad_(True)
-            model.zero_grad(set_to_none=True)
-            out = model(xi, mask, teacher_forcing=1.0).reconstruction
-            reconstruction_loss(out, xi, mask).backward()
-            found = {"output tf 1.0": out.detach(), "grad input": xi.grad.detach() if xi.grad is not None else xi}
-            for name, p in model.named_parameters():
-                if not name.startswith(ATTENTION_PREFIX) and p.grad is not None:
-                    found[f"grad {name}"] = p.grad.detach().clone()
-            model.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                found["output tf 0.0"] = model(x, mask, teacher_forcing=0.0).reconstruction
-            return found
-        finally:
-            model.train(was_training)
-
-
-def check_against(model: Autoencoder, expected: dict[str, Tensor], x: Tensor, mask: Tensor, tolerance: float) -> Check:
-    """Compare ``model`` with naive's probe results (see ``probe``)."""
-    got = probe(model, x, mask)
-    errors = {key: _rel(got[key], value) for key, value in expected.items() if key in got}
-    worst = max(errors, key=lambda k: errors[k] if math.isfinite(errors[k]) else math.inf)
-    return Check(rel_error=errors[worst], tolerance=tolerance, worst=worst)
-
-
-def tolerance_for(model: Autoencoder, dtype: torch.dtype) -> float:
-    """The backend's declared tolerance, floored by what the dtype's rounding alone reaches (TF32 counted)."""
-    declared = model.decoder.attention.capabilities.tolerance if model.decoder.attention is not None else 0.0
-    floor = DTYPE_TOLERANCE.get(str(dtype).removeprefix("torch."), 1e-2)
-    on_cuda = next(model.parameters()).is_cuda
-    if on_cuda and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        floor = max(floor, TF32_TOLERANCE)
-    return max(declared, floor)
 
 
 def measure(
@@ -393,14 +348,21 @@ def run_bench(
 
     checks: dict[str, Check] = {}
     if REFERENCE in models:
-        expected = probe(models[REFERENCE], x, mask)
+        reference = models[REFERENCE]
+        px, pmask = probe_batch(config, dev, dtype, seed)
         for name in names:
             tick(f"check {name}")
             if name != BASELINE:
+                target = models[name].layout
+
+                def convert(state: Mapping[str, Tensor], target: str = target) -> dict[str, Tensor]:
+                    return registry.convert_layout(state, reference.layout, target)
+
                 try:
-                    checks[name] = check_against(models[name], expected, x, mask, tolerance_for(models[name], dtype))
+                    comparison = check_against(reference, models[name], px, pmask, convert=convert)
+                    checks[name] = Check.of(comparison)
                 except Exception as e:  # someone else's code: report it in its row, keep benchmarking the rest
-                    checks[name] = Check(rel_error=math.nan, tolerance=0.0, worst=f"raised {_one_line(e)}")
+                    checks[name] = Check(ratio=math.nan, passed=False, worst=f"raised {_one_line(e)}")
     timings: dict[str, dict[str, Timing]] = {name: {} for name in names}
     for mode in MODES:
         for name in names:
@@ -462,7 +424,7 @@ def _report(
                 "correct": None if check is None else check.ok,
                 "check": None
                 if check is None
-                else {**attrs.asdict(check), "rel_error": _finite(check.rel_error), "ok": check.ok},
+                else {**attrs.asdict(check), "ratio": _finite(check.ratio), "ok": check.ok},
                 "modes": modes,
             }
         )

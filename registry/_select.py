@@ -26,8 +26,10 @@ import torch
 
 from quatrain import AttentionBackend, BackendUnavailableError, Hardware, ModelConfig, Reason
 from quatrain._checkpoint import atomic_write_bytes, quatrain_version
+from quatrain._compare import Comparison
 from quatrain._contract import DTYPE_NAMES
 
+from ._check import REFERENCE, check_backend_model
 from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
 
@@ -40,7 +42,6 @@ JOB_MODES = ("train", "infer")
 SELECT_ITERS = 3
 """Timed steps per candidate: enough to rank backends that differ by more than noise, cheap enough for seconds."""
 SELECT_WARMUP = 2
-PROBE_BATCH = 4
 PROBE_LEN = 16
 
 # (backend name, job) -> (step milliseconds, warm-up seconds beyond normal steps)
@@ -86,8 +87,10 @@ class Candidate:
     warmup_s: float | None = None
     total_s: float | None = None
     """warmup_s + steps x step_ms: the job's estimated cost on this backend."""
-    rel_error: float | None = None
-    tolerance: float | None = None
+    ratio: float | None = None
+    """Worst err / bound of its correctness check under the one rule (quatrain._compare); None: not checked."""
+    errors: tuple[str, ...] = ()
+    """The failing quantities of that check, each with both errors and the bound."""
 
     def line(self, best: Candidate | None = None) -> str:
         """The one line a user reads."""
@@ -104,7 +107,8 @@ class Candidate:
                 f"job ~{self.total_s:.1f} s"
             )
         if self.status == "failed":
-            return f"{self.name}: failed correctness: rel. error {self.rel_error:.2e} > tolerance {self.tolerance:.0e}"
+            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+            return f"{self.name}: failed correctness: {self.errors[0] if self.errors else 'no result'}{more}"
         return f"{self.name}: {self.status}: {'; '.join(self.reasons)}"
 
 
@@ -246,22 +250,22 @@ def measure_backend(name: str, job: Job, registry: Registry | None = None) -> tu
     return timing.median_ms, extra
 
 
-def _check_all(names: list[str], job: Job, registry: Registry) -> dict[str, tuple[float, float]]:
-    """(relative error, tolerance) of each backend against naive on a small probe batch of the job's model."""
-    from ._bench import REFERENCE, build_variants, check_against, make_batch, probe, tolerance_for
-
-    device = torch.device(job.device)
+def check_for_job(name: str, job: Job, registry: Registry) -> Comparison:
+    """Backend ``name`` against naive by the one rule, on a probe batch of the job's model (registry/_check.py)."""
     config = job.config.evolve(max_len=min(job.config.max_len, PROBE_LEN))
-    models = build_variants(
-        config, [REFERENCE, *names], device=device, dtype=job.torch_dtype, registry=registry, seed=1
+    return check_backend_model(config, name, device=job.device, dtype=job.torch_dtype, registry=registry)
+
+
+def _checked(name: str, comparison: Comparison) -> Candidate:
+    """The candidate a failed check makes: its failing quantities, worst first."""
+    failures = sorted(comparison.failures, key=lambda q: -q.ratio)
+    ratio = comparison.worst_ratio
+    return Candidate(
+        name=name,
+        status="failed",
+        ratio=ratio if ratio < float("inf") else None,
+        errors=tuple(q.line() for q in failures),
     )
-    x, mask = make_batch(config, PROBE_BATCH, device, job.torch_dtype, seed=1)
-    expected = probe(models[REFERENCE], x, mask)
-    found = {}
-    for name in names:
-        check = check_against(models[name], expected, x, mask, tolerance_for(models[name], job.torch_dtype))
-        found[name] = (check.rel_error, check.tolerance)
-    return found
 
 
 def select_backend(
@@ -272,6 +276,7 @@ def select_backend(
     refresh: bool = False,
     cache: SelectionCache | None = None,
     timer: Timer | None = None,
+    force: bool = False,
 ) -> Selection:
     """Choose the backend for ``job``.
 
@@ -282,10 +287,12 @@ def select_backend(
         refresh: ignore a cached decision and measure again (the new one is cached).
         cache: the decision cache (default: ``SelectionCache()`` at ``cache_path()``).
         timer: measures one backend on the job (default: ``measure_backend``); tests pass fake timings.
+        force: use a named backend that fails its correctness check anyway (with a warning).
 
     Raises:
         UnknownBackendError: ``backend`` is not registered.
-        BackendUnavailableError: the named backend cannot run this job (with every reason), or no backend can.
+        BackendUnavailableError: the named backend cannot run this job (with every reason), fails its
+            correctness check against naive (with its errors; unless ``force``), or no backend can.
     """
     registry = registry or get_registry()
     hardware = detect_hardware()
@@ -310,12 +317,7 @@ def select_backend(
                 f"backend {backend!r} cannot run this job ({job.device}, {job.dtype}, {job.mode}): "
                 + "; ".join(str(r) for r in reasons)
             )
-        return Selection(
-            backend=backend,
-            job=job,
-            named=True,
-            candidates=(Candidate(name=backend, status="chosen", reasons=("named",)),),
-        )
+        return _named(backend, job, registry, force)
 
     cache = cache if cache is not None else SelectionCache()
     key = selection_key(job, registry, hardware)
@@ -334,6 +336,30 @@ def select_backend(
     for line in selection.lines():
         log.info("select: %s", line)
     return selection
+
+
+def _named(name: str, job: Job, registry: Registry, force: bool) -> Selection:
+    """A named backend, checked by the same rule as 'auto' applies: used as named, refused, or forced."""
+    reasons: tuple[str, ...] = ("named", "the reference")
+    ratio = 0.0
+    if name != REFERENCE:
+        comparison = check_for_job(name, job, registry)
+        ratio = comparison.worst_ratio
+        reasons = ("named", f"correct: worst err/bound {ratio:.2f} against {REFERENCE}")
+        if not comparison.passed:
+            failed = _checked(name, comparison)
+            where = f"({job.device}, {job.dtype}, {job.mode})"
+            more = len(failed.errors) - 3
+            errors = "; ".join(failed.errors[:3]) + (f"; and {more} more" if more > 0 else "")
+            if not force:
+                raise BackendUnavailableError(
+                    f"backend {name!r} failed its correctness check against {REFERENCE!r} {where}: {errors} "
+                    "(pass --force to use it anyway)"
+                )
+            warnings.warn(f"using backend {name!r} although it failed its correctness check: {errors}", stacklevel=3)
+            reasons = ("named", f"forced: failed correctness: {failed.errors[0]}")
+    chosen = Candidate(name=name, status="chosen", reasons=reasons, ratio=ratio if ratio < float("inf") else None)
+    return Selection(backend=name, job=job, named=True, candidates=(chosen,))
 
 
 def _from_cache(
@@ -362,8 +388,6 @@ def _select(
             outcomes[name] = Candidate(name=name, status="unavailable", reasons=tuple(str(r) for r in reasons))
         else:
             eligible.append(name)
-    from ._bench import REFERENCE
-
     if REFERENCE not in registry.backends or REFERENCE in outcomes:
         raise BackendUnavailableError(
             f"cannot select: the reference backend {REFERENCE!r} is needed to check the others and cannot run here"
@@ -384,12 +408,13 @@ def _select(
                 reasons=(f"declared warm-up {declared:.0f} s alone exceeds the best job cost ({best:.1f} s)",),
             )
             continue
-        error = 0.0
+        ratio = 0.0
         if name != REFERENCE:
-            error, tolerance = _check_all([name], job, registry)[name]
-            if not error <= tolerance:  # NaN fails too
-                outcomes[name] = Candidate(name=name, status="failed", rel_error=error, tolerance=tolerance)
+            comparison = check_for_job(name, job, registry)
+            if not comparison.passed:
+                outcomes[name] = _checked(name, comparison)
                 continue
+            ratio = comparison.worst_ratio
         try:
             step_ms, warmup_s = timer(name, job)
         except Exception as e:  # a backend that passed its checks but breaks at the job's shapes
@@ -401,7 +426,7 @@ def _select(
             step_ms=step_ms,
             warmup_s=warmup_s,
             total_s=warmup_s + job.steps * step_ms / 1000.0,
-            rel_error=error,
+            ratio=ratio,
         )
     if not measured:
         raise BackendUnavailableError(

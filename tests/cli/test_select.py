@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -58,7 +59,7 @@ def test_auto_prints_the_choice_and_one_line_per_candidate(fakes):
     lines = result.stdout.splitlines()
     assert lines[0] == "backend: naive (measured now)"
     assert lines[2].startswith("  naive: chosen (")
-    assert any(line.startswith("  fast-wrong: failed correctness: rel. error") for line in lines)
+    assert any(re.match(r"  fast-wrong: failed correctness: .*: err \S+ > bound \S+ \(k=", line) for line in lines)
     again = run(*JOB)
     assert again.stdout.splitlines()[0] == "backend: naive (cached decision)"
     assert run(*JOB, "--refresh").stdout.splitlines()[0] == "backend: naive (measured now)"
@@ -81,10 +82,52 @@ def test_named_backend_that_cannot_run_is_refused_with_reasons(registry):
     assert "backend 'mps' cannot run this job (cpu, float32, train): mps does not run on cpu" in result.output
 
 
-def test_named_backend_is_used_as_named(fakes):
-    result = run("select", "--backend", "fast-wrong", "--preset", "tiny", "--device", "cpu")
+def test_named_backend_is_checked_and_used_as_named(fakes):
+    result = run("select", "--backend", "naive", "--preset", "tiny", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == "backend: fast-wrong (named)"
+    assert result.stdout.splitlines()[0] == "backend: naive (named)"
+
+
+MEAN_OF_V = """
+    import torch
+    from quatrain import hookimpl
+    from quatrain.plugins.naive import NaiveAttention
+
+    class MeanOfV(NaiveAttention):
+        \"\"\"Skips the scores: every query gets the mean of the unmasked values. Fast, and wrong.\"\"\"
+
+        name = "mean-v"
+
+        def _attend(self, queries, memory, key_mask):
+            B, T, H = queries.shape
+            keep = key_mask[..., None].to(memory.dtype)  # (B, S, 1)
+            mean = (self.w_v(memory) * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (B, H)
+            weights = (keep[..., 0] / keep.sum(1).clamp(min=1.0))[:, None, None, :]
+            return self.w_o(mean)[:, None, :].expand(B, T, H), weights.expand(B, self.num_heads, T, -1)
+
+    @hookimpl
+    def register_attention_backends(register):
+        register(MeanOfV)
+"""
+
+
+def test_named_wrong_third_party_backend_is_refused_with_its_errors(install):
+    install("acme-mean-v", {"mean-v": MEAN_OF_V})
+    named = ("select", "--backend", "mean-v", "--preset", "tiny", "--device", "cpu")
+    result = run(*named)
+    assert result.exit_code == 1, result.output
+    assert "backend 'mean-v' failed its correctness check against 'naive' (cpu, float32, train): " in result.output
+    assert re.search(r"(output|grad) \S*.*: err \S+ > bound \S+ \(k=\d+ x naive \S+ \+ floor \S+\)", result.output)
+    assert "Traceback" not in result.output and "(named)" not in result.output
+    forced = run(*named, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert forced.stdout.splitlines()[0] == "backend: mean-v (named, forced past a failed correctness check)"
+    assert "warning: using backend 'mean-v' although it failed its correctness check" in forced.stderr
+
+
+def test_force_without_a_named_backend_is_a_usage_error(fakes):
+    result = run(*JOB, "--force")
+    assert result.exit_code == 2 and "--force applies to a named backend" in result.output
 
 
 def test_config_file(fakes, tmp_path):

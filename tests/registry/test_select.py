@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import attrs
 import pytest
@@ -104,9 +105,10 @@ def test_fast_wrong_backend_is_rejected(fakes, tiny):
     selection = select_backend(job(tiny, steps=100), registry=fakes, timer=Clock())
     wrong = outcome(selection, "fast-wrong")
     assert wrong.status == "failed"
-    assert wrong.rel_error > wrong.tolerance
-    assert "failed correctness: rel. error" in wrong.line()
+    assert wrong.ratio > 1 and wrong.errors
+    assert re.search(r"failed correctness: \S.*: err \S+ > bound \S+ \(k=\d+ x naive \S+ \+ floor \S+\)", wrong.line())
     assert selection.backend != "fast-wrong"
+    assert outcome(selection, "slow-start").ratio < 1  # checked by the same rule, and passed
 
 
 def test_unavailable_backend_is_reported_with_its_reasons(fakes, tiny):
@@ -141,12 +143,32 @@ def test_approximations_compete_only_when_allowed(fakes, tiny):
     assert loose.backend == "approx"
 
 
-def test_named_backend_is_used_as_named_without_measuring(fakes, tiny):
+def test_named_backend_is_checked_and_used_as_named_without_measuring(fakes, tiny):
     def never(name, job):
         raise AssertionError("a named backend is not measured")
 
-    selection = select_backend(job(tiny), backend="fast-wrong", registry=fakes, timer=never)
-    assert (selection.backend, selection.named) == ("fast-wrong", True)
+    selection = select_backend(job(tiny), backend="slow-start", registry=fakes, timer=never)
+    assert (selection.backend, selection.named) == ("slow-start", True)
+    (chosen,) = selection.candidates
+    assert chosen.ratio < 1 and "correct: worst err/bound" in chosen.line()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_named_wrong_backend_is_refused_with_its_errors(fakes, tiny, dtype):
+    with pytest.raises(BackendUnavailableError) as refused:
+        select_backend(job(tiny, dtype=dtype), backend="fast-wrong", registry=fakes)
+    message = str(refused.value)
+    assert message.startswith(
+        f"backend 'fast-wrong' failed its correctness check against 'naive' (cpu, {dtype}, train): "
+    )
+    assert re.search(r": err \S+ > bound \S+ \(k=\d+ x naive", message) and "--force" in message
+
+
+def test_force_uses_a_failing_named_backend_with_a_warning(fakes, tiny):
+    with pytest.warns(UserWarning, match="using backend 'fast-wrong' although it failed its correctness check"):
+        selection = select_backend(job(tiny), backend="fast-wrong", registry=fakes, force=True)
+    assert selection.backend == "fast-wrong" and selection.named
+    assert "forced: failed correctness" in selection.lines()[0]
 
 
 def test_named_unavailable_backend_is_refused_with_its_reasons(fakes, tiny):
