@@ -85,7 +85,8 @@ class Capabilities:
     exact: bool = True
     """Computes the reference attention function (not an approximation)."""
     tolerance: float = 1e-5
-    """Largest relative error against the naive reference in float32 it promises."""
+    """For an approximation (``exact=False``): the relative error against naive it promises; the comparison
+    rule adds it x the tensor's largest magnitude to every bound (core/_compare.py). Exact backends: unused."""
     warmup: str = "none"
     """What its first call costs beyond a normal call (e.g. 'torch.compile, about 25 s cold on CPU')."""
     warmup_seconds: float = 0.0
