@@ -47,6 +47,12 @@ def _summary_text(summary: dict[str, Any]) -> str:
     )
 
 
+_INFER_BACKEND_HELP = (
+    "Attention backend to run the checkpoint on (its weights converted exactly on load), or auto: the "
+    "fastest correct one for inference here (measured, cached)."
+)
+
+
 def _explicit(ctx: click.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source not in (None, click.core.ParameterSource.DEFAULT)
@@ -96,7 +102,12 @@ _FIELDS = {
     show_default=True,
     help="Words the embeddings lack: one fixed <unk> vector, or dropped.",
 )
-@click.option("--backend", default="naive", show_default=True, help="Attention backend name, or auto.")
+@click.option(
+    "--backend",
+    default="auto",
+    show_default=True,
+    help="Attention backend name, or auto: the fastest correct one for this training job (measured, cached).",
+)
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Epochs in all (a resumed run too)."
 )
@@ -221,8 +232,15 @@ def train(ctx: click.Context, preset: str | None, config_file: str | None, out: 
     assert out is not None
     if main_rank:
         warn(_summary_text(data.summary))
+    from quatrain.registry import train_chooser
+
+    if main_rank and config.backend != "auto" and config.model.attention != "none":
+        warn(f"{config.backend}: named with --backend" if resume is None else f"resuming on {config.backend}")
+    chooser = train_chooser(report=warn) if config.backend == "auto" else None
     with TrainingProgress(config.epochs) as bar:
-        result = run_training(config, out, resume=resume, data=data, on_batch=bar.batch, on_epoch=bar.epoch)
+        result = run_training(
+            config, out, resume=resume, data=data, on_batch=bar.batch, on_epoch=bar.epoch, choose_backend=chooser
+        )
     if result.rank != 0:
         return
     report = {
@@ -260,17 +278,21 @@ def train(ctx: click.Context, preset: str | None, config_file: str | None, out: 
     "--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Windows per forward pass."
 )
 @click.option("--device", default="auto", show_default=True, callback=check_device, help=DEVICE_HELP)
+@click.option("--backend", default="auto", show_default=True, help=_INFER_BACKEND_HELP)
 @json_option
-def evaluate(checkpoint: str, split: str, batch_size: int, device: str, as_json: bool) -> None:
+def evaluate(checkpoint: str, split: str, batch_size: int, device: str, backend: str, as_json: bool) -> None:
     """Held-out metrics of a trained checkpoint, fully autoregressive (no teacher forcing)."""
-    from quatrain import data_for_checkpoint, evaluate_checkpoint
-    from quatrain.registry import resolve_checkpoint
+    from quatrain import data_for_checkpoint, evaluate_checkpoint, read_info, resolve_device
+    from quatrain.registry import infer_backend, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     stage(f"eval: loading the corpus, embeddings and split of {str(path)!r}")
     data = data_for_checkpoint(path)
+    steps = -(-len(data.windows[split]) // batch_size)
+    chosen = infer_backend(read_info(path).config, resolve_device(device), backend=backend, batch_size=batch_size,
+                           steps=steps, report=warn)  # fmt: skip
     stage(f"eval: decoding the {split} split and searching {len(data.embeddings):,} words for each token")
-    result = evaluate_checkpoint(path, split, device=device, batch_size=batch_size, data=data)
+    result = evaluate_checkpoint(path, split, device=device, batch_size=batch_size, data=data, backend=chosen)
     if as_json:
         emit_json(result)
         return
@@ -296,9 +318,10 @@ def evaluate(checkpoint: str, split: str, batch_size: int, device: str, as_json:
 @click.option("--lines", type=click.IntRange(min=1), default=8, show_default=True, help="Held-out lines to show.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the attention heatmap.")
 @click.option("--device", default="auto", show_default=True, callback=check_device, help=DEVICE_HELP)
+@click.option("--backend", default="auto", show_default=True, help=_INFER_BACKEND_HELP)
 @json_option
 def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lines: int, plot: Path | None, device: str,
-                as_json: bool) -> None:  # fmt: skip
+                backend: str, as_json: bool) -> None:  # fmt: skip
     """Print each line beside its reconstruction (nearest words) and its cosine.
 
     Reads TEXT (use \\n or '/' between lines), --file, or, with neither, held-out test poems of the
@@ -314,7 +337,7 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
         resolve_device,
     )
     from quatrain.data import CorpusError, load_embeddings
-    from quatrain.registry import resolve_checkpoint
+    from quatrain.registry import infer_backend, resolve_checkpoint
 
     if text is not None and file is not None:
         raise click.UsageError("give TEXT or --file, not both")
@@ -344,7 +367,9 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
         else:
             raw = (text or "").replace("\\n", "\n").replace(" / ", "\n")
         source = raw.splitlines()
-    model = load(checkpoint, device=target)
+    chosen = infer_backend(info.config, target, backend=backend, batch_size=max(1, len(source)), need_weights=True,
+                           report=warn)  # fmt: skip
+    model = load(checkpoint, backend=chosen, device=target)
     steps = StepProgress()  # drawn only if the work runs long (Throttled), so short runs print nothing
     try:
         result = reconstruct_lines(

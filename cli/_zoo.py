@@ -164,8 +164,15 @@ def path(name: str | None, weights: bool) -> None:
 @click.option(
     "--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the recipe's minutes."
 )
+@click.option(
+    "--backend",
+    default="auto",
+    show_default=True,
+    help="Attention backend to train on, or auto: the fastest correct one for this training job (measured, cached).",
+)
 @click.option("--resume", is_flag=True, help="Continue the interrupted run of this card (same recipe).")
-def train_(name: str, device: str | None, epochs: int | None, time_limit: float | None, resume: bool) -> None:
+def train_(name: str, device: str | None, epochs: int | None, time_limit: float | None, backend: str,
+           resume: bool) -> None:  # fmt: skip
     """Train a card's recipe, measure it on its held-out test poems (fully autoregressive), and store it.
 
     The run's checkpoint, resumable state and log are kept in the store's runs/NAME folder; the trained
@@ -180,7 +187,9 @@ def train_(name: str, device: str | None, epochs: int | None, time_limit: float 
             f"tf {record['teacher_forcing']:.2f}  {record['seconds']:.0f}s"
         )
 
-    overrides = {k: v for k, v in (("device", device), ("epochs", epochs), ("time_limit", time_limit)) if v is not None}
+    given = (("device", device), ("epochs", epochs), ("time_limit", time_limit))
+    overrides = {k: v for k, v in given if v is not None}
+    overrides["backend"] = backend  # a resumed run must name the backend it started with (auto by default)
     run = train_card(name, overrides=overrides, resume=resume, on_epoch=progress, on_stage=click.echo)
     if run.entry is None:  # under torchrun: rank 0 alone measures and stores
         return

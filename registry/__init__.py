@@ -2,6 +2,9 @@
 
 from ._bench import run_bench as run_bench
 from ._cards import ModelCard as ModelCard
+from ._choose import describe_selection as describe_selection
+from ._choose import infer_backend as infer_backend
+from ._choose import train_chooser as train_chooser
 from ._discovery import OWN_DISTRIBUTION as OWN_DISTRIBUTION
 from ._discovery import BackendEntry as BackendEntry
 from ._discovery import PluginRecord as PluginRecord
@@ -52,10 +55,12 @@ __all__ = [
     "ZooEntry",
     "auto_backend",
     "convert_layout",
+    "describe_selection",
     "detect_hardware",
     "get_card",
     "get_cards",
     "get_registry",
+    "infer_backend",
     "load_registry",
     "make_plugin_manager",
     "quatrain_home",
@@ -64,4 +69,5 @@ __all__ = [
     "select_backend",
     "set_registry",
     "train_card",
+    "train_chooser",
 ]

@@ -13,11 +13,12 @@ import attrs
 
 from quatrain import ConfigError, TrainConfig, evaluate_checkpoint, paths_for, train
 
+from ._choose import train_chooser
 from ._discovery import get_card
 from ._store import Store, ZooEntry
 
-RECIPE_OVERRIDES = ("device", "epochs", "time_limit")
-"""Recipe settings ``quatrain zoo train`` may override (``--device``, ``--epochs``, ``--time-limit``)."""
+RECIPE_OVERRIDES = ("backend", "device", "epochs", "time_limit")
+"""Recipe settings ``quatrain zoo train`` may override (``--backend``, ``--device``, ``--epochs``, ``--time-limit``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -69,10 +70,12 @@ def train_card(
     out, state, _ = paths_for(run_dir / "model.safetensors")
     if resume and not state.is_file():
         raise ConfigError(f"no interrupted run of {name!r} to resume ({str(state)!r} does not exist)")
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()] + (["--resume"] if resume else [])
+    named = {k: v for k, v in overrides.items() if (k, v) != ("backend", "auto")}  # auto is the default
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in named.items()] + (["--resume"] if resume else [])
     command = " ".join(["quatrain", "zoo", "train", name, *flags])
 
-    result = train(config, out, resume=state if resume else None, on_epoch=on_epoch)
+    chooser = train_chooser(report=on_stage) if config.backend == "auto" else None  # says what it chose, once
+    result = train(config, out, resume=state if resume else None, on_epoch=on_epoch, choose_backend=chooser)
     if result.rank != 0:  # under torchrun: rank 0 alone measures and stores
         return CardRun(name=name, entry=None, metrics={}, stop_reason=result.stop_reason,
                        best_epoch=result.best_epoch, command=command)  # fmt: skip

@@ -17,9 +17,17 @@ def _train_args(corpus, vectors, out, *extra):
     ]  # fmt: skip
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _selection_cache(tmp_path_factory):
+    """--backend auto caches its decisions here, never in the user's cache folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUATRAIN_CACHE", str(tmp_path_factory.mktemp("selection")))
+        yield
+
+
 @pytest.fixture(name="trained_once", scope="module")
 def _trained_once(shared_poetry_files):
-    """One tiny training run shared by the tests of this module."""
+    """One tiny training run shared by the tests of this module (default backend: auto)."""
     corpus, vectors = shared_poetry_files
     out = corpus.parent / "m.safetensors"
     result = CliRunner().invoke(cli, _train_args(corpus, vectors, out))
@@ -45,7 +53,10 @@ def test_train_writes_checkpoint_state_and_log(trained):
     assert [r["epoch"] for r in records] == [1, 2]
     for key in ("train_loss", "val_loss", "val_cosine", "val_word_top1", "seconds", "seq_per_s", "backend"):
         assert key in records[0]
-    assert records[0]["backend"] == "naive"
+    assert records[0]["backend"] != "naive"  # auto by default: a faster exact backend wins on this CPU
+    line = f"{records[0]['backend']}: fastest correct for cpu float32 training at teacher forcing 1"
+    assert sum(line in row for row in result.output.splitlines()) == 1, result.output
+    assert "measured now against" in result.output
     assert "epoch 2/2" in result.output and "seq/s" in result.output  # the progress line (stderr)
     assert "coverage" in result.output  # the data summary
 
@@ -54,8 +65,9 @@ def test_eval_json_reports_autoregressive_metrics(trained):
     out, _ = trained
     result = CliRunner().invoke(cli, ["eval", str(out), "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
-    assert report["teacher_forcing"] == 0.0 and report["split"] == "test" and report["backend"] == "naive"
+    report = json.loads(result.stdout)
+    assert report["teacher_forcing"] == 0.0 and report["split"] == "test"
+    assert f"{report['backend']}: fastest correct for cpu float32 inference" in result.stderr
     assert 0 <= report["word_top1"] <= report["word_top5"] <= 1
     assert -1 <= report["cosine"] <= 1 and report["tokens"] > 0
     assert 0 < len(report["per_position_cosine"]) <= 12  # up to the longest test window
@@ -68,7 +80,7 @@ def test_reconstruct_text_and_held_out_lines(trained):
     assert "sweet rose of the night" in result.output and "cosine" in result.output
     result = CliRunner().invoke(cli, ["reconstruct", str(out), "--json", "--lines", "3", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.output)["lines"]) == 3
+    assert len(json.loads(result.stdout)["lines"]) == 3
 
 
 def test_reconstruct_plot_writes_an_image(trained, tmp_path):
@@ -86,7 +98,7 @@ def test_summary_flag_prints_data_facts(poetry_files, registry):
         cli, ["train", "--summary", "--json", "--corpus", str(corpus), "--embeddings", str(vectors)]
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["poems"] == 18 and summary["dim"] == 16 and set(summary["split"]) == {"train", "val", "test"}
 
 
@@ -176,3 +188,33 @@ def test_every_command_has_help():
     for name in ("train", "eval", "reconstruct"):
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_train_auto_reuses_its_cached_decision(trained_once, shared_poetry_files, tmp_path):
+    corpus, vectors = shared_poetry_files
+    result = CliRunner().invoke(cli, _train_args(corpus, vectors, tmp_path / "again.safetensors"))
+    assert result.exit_code == 0, result.output
+    assert "; cached decision" in result.output
+
+
+def test_eval_and_reconstruct_run_a_checkpoint_on_the_backend_named(trained):
+    """A checkpoint saved by one backend runs on another through the exact layout converters, on load."""
+    out, _ = trained
+    saved = json.loads(CliRunner().invoke(cli, ["eval", str(out), "--json", "--device", "cpu"]).stdout)
+    other = "naive" if saved["backend"] != "naive" else "fused-qkv"
+    result = CliRunner().invoke(cli, ["eval", str(out), "--json", "--device", "cpu", "--backend", other])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["backend"] == other and f"{other}: named with --backend" in result.stderr
+    assert report["cosine"] == pytest.approx(saved["cosine"], abs=1e-5)
+    assert report["word_top1"] == saved["word_top1"]
+    result = CliRunner().invoke(cli, ["reconstruct", str(out), "the rose", "--device", "cpu", "--backend", other])
+    assert result.exit_code == 0, result.output
+    assert f"{other}: named with --backend" in result.stderr
+
+
+def test_python_api_default_backend_stays_naive():
+    import quatrain
+
+    assert quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny")).backend == "naive"
+    assert quatrain.TrainConfig(model=quatrain.ModelConfig.preset("tiny")).backend == "naive"
