@@ -171,10 +171,6 @@ def _constant(obj: object) -> Callable[[], object]:
     return lambda: obj
 
 
-def _hook_names() -> str:
-    return ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
-
-
 def _one_line(error: BaseException) -> str:
     if isinstance(error, SystemExit):
         return f"called sys.exit({error.code!r})"
@@ -248,7 +244,9 @@ def load_registry(
             pm.register(plugin, name=name)
             unknown = sorted(c.name for c in pm.get_hookcallers(plugin) or [] if not c.has_spec())
             if unknown:
-                raise PluginError(f"implements unknown hook(s) {', '.join(unknown)}; quatrain's hooks: {_hook_names()}")
+                raise PluginError(
+                    f"implements unknown hook(s) {', '.join(unknown)}; quatrain's hooks: {', '.join(HOOKS)}"
+                )
         except BaseException as e:  # an import or validation error in someone else's code, even sys.exit()
             if _escapes(e):
                 raise

@@ -237,3 +237,11 @@ def test_a_broken_plugins_declared_capabilities_are_still_listed(install):
 def test_declarations_of_a_working_plugin_are_ignored(install):
     install("acme-attn", {"other": GOOD}, capabilities={"fancy": DECLARED})
     assert load_registry().declared == {}
+
+
+def test_the_hooks_discovery_calls_are_exactly_the_hook_specs():
+    from quatrain import hookspecs
+    from quatrain.registry._discovery import HOOKS
+
+    specs = {name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "quatrain_spec")}
+    assert set(HOOKS) == specs
