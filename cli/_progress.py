@@ -45,7 +45,7 @@ def _duration(seconds: float) -> str:
 
 
 class _Display:
-    """A rich live display on an interactive console, or none; a context manager that stops it."""
+    """A rich live display on an interactive console, or none; a context manager that stops it at the end."""
 
     def __init__(self, console: Console | None, columns: tuple[Any, ...]) -> None:
         self.console = console or stderr_console()
@@ -74,8 +74,7 @@ class _Display:
         self.started = False
 
     def __enter__(self: _D) -> _D:
-        self.start()
-        return self
+        return self  # drawing starts with the first update (a rank that never reports never draws)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.close()

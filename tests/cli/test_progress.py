@@ -80,6 +80,15 @@ def test_on_a_terminal_a_live_bar_is_drawn_and_finished_epochs_stay_as_lines(cap
     assert capsys.readouterr().out == ""
 
 
+def test_a_progress_never_updated_draws_nothing_even_on_a_terminal():
+    """A data-parallel rank other than 0 gets no progress calls: it must not take over the terminal."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, force_interactive=True, width=80)
+    with TrainingProgress(3, console=console) as bar, StepProgress(console=console):
+        assert bar.live
+    assert buffer.getvalue() == ""
+
+
 def test_steps_off_a_terminal_are_numbered_lines_and_on_one_a_bar():
     console, buffer = _plain()
     with StepProgress(console=console) as progress:
