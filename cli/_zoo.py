@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import check_device, emit_json, json_option, table
+from ._common import check_device, emit_json, json_option, shorten, table, warn
 
 
 def _metric(metrics: dict[str, Any], key: str) -> str:
@@ -16,25 +16,46 @@ def _metric(metrics: dict[str, Any], key: str) -> str:
 
 
 def zoo_rows() -> list[dict[str, Any]]:
-    """Every card and every stored model, with its status: store, shipped, or not trained."""
+    """Every card and every stored model, with its status: store, shipped, not trained, or broken.
+
+    Each model is checked against its weights (``ZooEntry.problems``); a broken one is listed with its
+    problems and without its metrics, and a folder that is not a model at all gets a row of its own.
+    """
     from quatrain.registry import Store
 
     store = Store()
-    entries = {e.card.name: e for e in store.entries()}
+    good, bad = store.scan()
+    entries = {e.folder.name if e.origin == "store" else e.card.name: e for e in good}
     rows = []
     for name in sorted(set(entries) | set(store.cards)):
         card = store.cards.get(name)
         entry = entries.get(name)
+        problems = entry.problems() if entry else []
         rows.append(
             {
                 "name": name,
-                "status": entry.origin if entry else "not trained",
+                "status": ("broken" if problems else entry.origin) if entry else "not trained",
                 "description": entry.card.description if entry else (card.description if card else ""),
                 "plugin": card.plugin if card else None,
-                "num_parameters": entry.card.num_parameters if entry else None,
+                "num_parameters": entry.card.num_parameters if entry and not problems else None,
                 "backend": entry.card.backend if entry else None,
-                "metrics": entry.card.metrics if entry else {},
+                "metrics": entry.card.metrics if entry and not problems else {},
                 "folder": str(entry.folder) if entry else None,
+                "problems": problems,
+            }
+        )
+    for folder, reason in bad:
+        rows.append(
+            {
+                "name": folder.name,
+                "status": "broken",
+                "description": "",
+                "plugin": None,
+                "num_parameters": None,
+                "backend": None,
+                "metrics": {},
+                "folder": str(folder),
+                "problems": [reason],
             }
         )
     return rows
@@ -65,6 +86,9 @@ def list_(as_json: bool) -> None:
         for r in rows
     ]
     click.echo(table(body, ["NAME", "STATUS", "PARAMS", "COSINE", "TOP-1", "DESCRIPTION"]))
+    for r in rows:
+        for problem in r["problems"]:
+            click.echo(f"! {r['name']}: {shorten(problem, 300)}")
 
 
 @zoo.command()
@@ -87,6 +111,9 @@ def show(name: str, as_json: bool) -> None:
         report["card"] = card.to_dict()
     if entry is not None:
         report["stored"] = entry.to_dict()
+    problems = entry.problems() if entry is not None else []
+    if entry is not None:
+        report["problems"] = problems
     if as_json:
         emit_json(report)
         return
@@ -111,6 +138,8 @@ def show(name: str, as_json: bool) -> None:
     click.echo(f"sha256      {stored.sha256}")
     click.echo(f"created     {stored.created}")
     click.echo(f"versions    {', '.join(f'{k} {v}' for k, v in stored.versions.items())}")
+    for problem in problems:
+        click.echo(f"PROBLEM     {shorten(problem, 300)}")
     for title, section in (("metrics", stored.metrics), ("recipe", stored.recipe), ("data", stored.data)):
         click.echo(f"{title}:")
         for key, value in section.items():
@@ -125,14 +154,23 @@ def show(name: str, as_json: bool) -> None:
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def rm(name: str, yes: bool) -> None:
     """Delete a model from the local store (shipped models belong to their plugin)."""
+    from quatrain import CheckpointError
     from quatrain.registry import Store
 
     store = Store()
-    entry = store.entry(name)  # unknown names fail here, before any question
-    if entry.origin == "store" and not yes:
-        click.confirm(f"delete {entry.folder}?", abort=True)
-    folder = store.remove(name)
-    click.echo(f"removed {name} ({folder})")
+    folder = store.folder(name)
+    try:
+        entry = store.entry(name)  # unknown names fail here, before any question
+        in_store = entry.origin == "store"
+    except CheckpointError:  # a broken model in the store (a bad card, a dangling link) can still be removed
+        if not (folder.is_dir() or folder.is_symlink()):
+            raise
+        in_store = True
+    if in_store and not yes:
+        what = f"the link {folder} (not what it points to)" if folder.is_symlink() else str(folder)
+        click.confirm(f"delete {what}?", abort=True)
+    removed = store.remove(name)
+    click.echo(f"removed {name} ({removed})")
 
 
 @zoo.command()
@@ -171,17 +209,34 @@ def path(name: str | None, weights: bool) -> None:
     help="Attention backend to train on, or auto: the fastest correct one for this training job (measured, cached).",
 )
 @click.option("--resume", is_flag=True, help="Continue the interrupted run of this card (same recipe).")
+@click.option("--wait", is_flag=True, help="If another process is training NAME, wait for it instead of refusing.")
+@click.option("--force", is_flag=True, help="Train a model that ships with a plugin, shadowing the shipped one.")
+@json_option
 def train_(name: str, device: str | None, epochs: int | None, time_limit: float | None, backend: str,
-           resume: bool) -> None:  # fmt: skip
+           resume: bool, wait: bool, force: bool, as_json: bool) -> None:  # fmt: skip
     """Train a card's recipe, measure it on its held-out test poems (fully autoregressive), and store it.
 
     The run's checkpoint, resumable state and log are kept in the store's runs/NAME folder; the trained
     model goes to the store as NAME, with the test metrics, the recipe and the data split in its card.
     """
-    from quatrain.registry import train_card
+    from quatrain.registry import Store, get_card, train_card
+
+    from ._progress import TrainingProgress
+
+    store = Store()
+    get_card(name)  # an unknown name fails before the lock
+    shipped = store.shipped(name)
+    if shipped is not None and not force:
+        cosine = shipped.card.metrics.get("token_cosine")
+        raise click.ClickException(
+            f"zoo model {name!r} ships with quatrain"
+            + (f" (test token cosine {cosine:.3f})" if isinstance(cosine, (int, float)) else "")
+            + "; a model trained here would shadow it in every command. Pass --force to train it anyway"
+            + f" ('quatrain zoo rm {name}' brings the shipped one back)"
+        )
 
     def progress(record: dict[str, Any]) -> None:
-        click.echo(
+        warn(
             f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
             f"val cosine {record['val_cosine']:.4f}  val top-1 {record['val_word_top1']:.4f}  "
             f"tf {record['teacher_forcing']:.2f}  {record['seconds']:.0f}s"
@@ -190,10 +245,26 @@ def train_(name: str, device: str | None, epochs: int | None, time_limit: float 
     given = (("device", device), ("epochs", epochs), ("time_limit", time_limit))
     overrides = {k: v for k, v in given if v is not None}
     overrides["backend"] = backend  # a resumed run must name the backend it started with (auto by default)
-    run = train_card(name, overrides=overrides, resume=resume, on_epoch=progress, on_stage=click.echo)
+    epochs_total = int(overrides.get("epochs", get_card(name).recipe.get("epochs", 20)))
+    with store.lock(name, wait=wait, on_wait=warn), TrainingProgress(epochs_total) as bar:
+        run = train_card(
+            name, overrides=overrides, resume=resume, store=store, on_epoch=progress, on_batch=bar.batch, on_stage=warn
+        )
     if run.entry is None:  # under torchrun: rank 0 alone measures and stores
         return
     metrics, entry = run.metrics, run.entry
+    if as_json:
+        emit_json(
+            {
+                "name": name,
+                "folder": str(entry.folder),
+                "stop_reason": run.stop_reason,
+                "best_epoch": run.best_epoch,
+                "command": run.command,
+                "metrics": metrics,
+            }
+        )
+        return
     click.echo(
         f"stored {name} in {entry.folder}: test token cosine {metrics['token_cosine']:.4f}, "
         f"word top-1 {metrics['top1']:.4f} (fully autoregressive, {metrics['tokens']} tokens)"

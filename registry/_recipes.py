@@ -42,6 +42,7 @@ def train_card(
     store: Store | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
+    on_batch: Callable[..., None] | None = None,
 ) -> CardRun:
     """Train card ``name``'s recipe in the store's ``runs/NAME`` folder, test it, and store it as ``name``.
 
@@ -52,6 +53,7 @@ def train_card(
         store: the zoo store; default ``Store()``.
         on_epoch: called with each epoch's log record.
         on_stage: called with a line when training stops and measuring begins.
+        on_batch: passed to the trainer, for progress within an epoch.
 
     Raises:
         UnknownModelError: no card ``name``.
@@ -75,7 +77,9 @@ def train_card(
     command = " ".join(["quatrain", "zoo", "train", name, *flags])
 
     chooser = train_chooser(report=on_stage) if config.backend == "auto" else None  # says what it chose, once
-    result = train(config, out, resume=state if resume else None, on_epoch=on_epoch, choose_backend=chooser)
+    result = train(
+        config, out, resume=state if resume else None, on_epoch=on_epoch, on_batch=on_batch, choose_backend=chooser
+    )
     if result.rank != 0:  # under torchrun: rank 0 alone measures and stores
         return CardRun(name=name, entry=None, metrics={}, stop_reason=result.stop_reason,
                        best_epoch=result.best_epoch, command=command)  # fmt: skip

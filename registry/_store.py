@@ -7,51 +7,45 @@ The store lives in ``$QUATRAIN_HOME/models`` when ``QUATRAIN_HOME`` is set, else
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from quatrain import CheckpointError, ModelConfig, QuatrainError
+from quatrain import CheckpointError, QuatrainError
 
 from ._cards import NAME_PATTERN, ModelCard, check_name
 from ._discovery import get_cards
-from ._errors import ModelIntegrityError, UnknownModelError
+from ._entries import CARD, WEIGHTS, StoredCard, ZooEntry, read_entry
+from ._entries import CARD_FORMAT as CARD_FORMAT
+from ._entries import sha256_file as sha256_file
+from ._errors import UnknownModelError
 
 if TYPE_CHECKING:
     import torch
 
     from quatrain import Autoencoder
 
-WEIGHTS = "model.safetensors"
-CARD = "card.json"
-CARD_FORMAT = "quatrain-zoo-card/1"
-
 
 def quatrain_home() -> Path:
     """``$QUATRAIN_HOME``, else the user data folder for quatrain (not created here)."""
     override = os.environ.get("QUATRAIN_HOME")
     if override:
-        return Path(override).expanduser()
+        home = Path(override).expanduser()
+        if home.exists() and not home.is_dir():
+            raise CheckpointError(f"QUATRAIN_HOME={override!r} is not a folder; point it at a folder (or unset it)")
+        return home
     import platformdirs
 
     return Path(platformdirs.user_data_dir("quatrain", appauthor=False))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -60,96 +54,6 @@ def _versions() -> dict[str, str]:
     from quatrain._checkpoint import quatrain_version
 
     return {"quatrain": quatrain_version(), "torch": torch.__version__, "python": platform.python_version()}
-
-
-@attrs.frozen(kw_only=True)
-class StoredCard:
-    """What ``card.json`` holds: the model's identity, provenance, quality and integrity."""
-
-    name: str
-    description: str
-    config: ModelConfig
-    backend: str
-    """Backend the weights were saved with; ``quatrain.load`` converts to others through the layouts."""
-    layout: str
-    metrics: dict[str, Any] = attrs.field(factory=dict)
-    """Held-out metrics (e.g. token_cosine, top1), with what they were measured on."""
-    recipe: dict[str, Any] = attrs.field(factory=dict)
-    """The training settings (and command) that produced the weights."""
-    data: dict[str, Any] = attrs.field(factory=dict)
-    """The data it was trained on, with the split's fingerprint."""
-    sha256: str
-    """Of ``model.safetensors``; checked on every load."""
-    created: str
-    """ISO-8601 UTC time the model was stored."""
-    versions: dict[str, str] = attrs.field(factory=dict)
-    """quatrain, torch and Python versions that wrote it."""
-    num_parameters: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = attrs.asdict(self, recurse=False)
-        data["config"] = self.config.to_dict()
-        return {"format": CARD_FORMAT, **data}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: Path) -> StoredCard:
-        """Parse a ``card.json`` object; ``source`` names the file in errors."""
-        if data.get("format") != CARD_FORMAT:
-            raise CheckpointError(f"{str(source)!r} is not a quatrain zoo card (format {data.get('format')!r})")
-        fields = {a.name for a in attrs.fields(cls)}
-        unknown = sorted(set(data) - fields - {"format"})
-        if unknown:
-            raise CheckpointError(f"{str(source)!r}: unknown card field(s) {', '.join(unknown)}")
-        try:
-            values = {k: data[k] for k in fields if k in data}
-            values["config"] = ModelConfig.from_dict(data["config"])
-            return cls(**values)
-        except (KeyError, TypeError, QuatrainError) as e:
-            raise CheckpointError(f"{str(source)!r}: bad card: {e}") from None
-
-
-@attrs.frozen(kw_only=True)
-class ZooEntry:
-    """A model with weights: its card, its folder, and whether it is in the store or shipped by a package."""
-
-    card: StoredCard
-    folder: Path
-    origin: str
-    """'store' (trained or added here) or 'shipped' (package data of the plugin that registered its card)."""
-
-    @property
-    def weights(self) -> Path:
-        return self.folder / WEIGHTS
-
-    def verify(self) -> Path:
-        """The weights file, after checking its sha256 against the card; raises ModelIntegrityError."""
-        if not self.weights.is_file():
-            raise CheckpointError(f"zoo model {self.card.name!r}: {str(self.weights)!r} is missing")
-        actual = sha256_file(self.weights)
-        if actual != self.card.sha256:
-            raise ModelIntegrityError(
-                f"zoo model {self.card.name!r}: {str(self.weights)!r} has sha256 {actual[:16]}…, its card records "
-                f"{self.card.sha256[:16]}…; the file is corrupt or was altered (retrain it, or remove it with "
-                f"'quatrain zoo rm {self.card.name}')"
-            )
-        return self.weights
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"origin": self.origin, "folder": str(self.folder), **self.card.to_dict()}
-
-
-def read_entry(folder: Path, origin: str) -> ZooEntry:
-    """The entry stored in ``folder``; raises CheckpointError if its card is missing or malformed."""
-    path = folder / CARD
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"zoo folder {str(folder)!r} has no {CARD}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {str(path)!r}: {e}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{str(path)!r} must hold a JSON object")
-    return ZooEntry(card=StoredCard.from_dict(data, path), folder=folder, origin=origin)
 
 
 class Store:
@@ -177,7 +81,9 @@ class Store:
         """Names of the models in the store folder (not the shipped ones)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / CARD).is_file())
+        return sorted(
+            p.name for p in self.root.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir() and (p / CARD).is_file()
+        )
 
     def shipped(self, name: str) -> ZooEntry | None:
         """The shipped weights of card ``name``, if its card has them and they are present."""
@@ -207,9 +113,69 @@ class Store:
         raise UnknownModelError(f"no zoo model {name!r}; known: {', '.join(known) or 'none'}")
 
     def entries(self) -> list[ZooEntry]:
-        """Every model with weights (stored ones shadow shipped ones of the same name), by name."""
-        names = set(self.stored_names()) | {n for n in self.cards if self.shipped(n) is not None}
-        return [self.entry(n) for n in sorted(names)]
+        """Every readable model with weights (stored ones shadow shipped ones of the same name), by name."""
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[ZooEntry], list[tuple[Path, str]]]:
+        """The readable models by name, and every store folder (or shipped one) that is not one, with why.
+
+        One bad folder never hides the others (``quatrain zoo list`` shows both).
+        """
+        good: dict[str, ZooEntry] = {}
+        bad: list[tuple[Path, str]] = []
+        for path in sorted(self.root.iterdir()) if self.root.is_dir() else ():
+            if path.name.startswith("."):
+                if path.name.endswith((".old", ".removing", ".staging")):
+                    bad.append((path, "left over by an interrupted write or removal; safe to delete"))
+                continue
+            if not NAME_PATTERN.match(path.name):
+                bad.append((path, f"{path.name!r} is not a zoo name (lower-case letters, digits, '.', '_', '-')"))
+            elif not path.is_dir():
+                bad.append((path, "not a folder"))
+            else:
+                try:
+                    good[path.name] = read_entry(path, "store")
+                except QuatrainError as e:
+                    bad.append((path, str(e)))
+        for name in sorted(set(self.cards) - set(good)):
+            try:
+                shipped = self.shipped(name)
+            except QuatrainError as e:
+                bad.append((self.cards[name].weights or self.root, str(e)))
+                continue
+            if shipped is not None:
+                good[name] = shipped
+        return [good[n] for n in sorted(good)], bad
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+        """Hold the lock of model ``name`` (``runs/NAME.lock``), so that two ``zoo train NAME`` never share a run.
+
+        Args:
+            name: the zoo name.
+            wait: wait for another holder to finish (saying so through ``on_wait``) instead of refusing.
+
+        Raises:
+            CheckpointError: another process holds it and ``wait`` is off.
+        """
+        from filelock import FileLock, Timeout
+
+        path = self.root.parent / "runs" / f"{check_name(name)}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            message = f"zoo model {name!r} is being trained by another process (it holds {str(path)!r})"
+            if not wait:
+                raise CheckpointError(f"{message}; wait for it to finish, or pass --wait") from None
+            if on_wait is not None:
+                on_wait(f"{message}; waiting for it to finish...")
+            lock.acquire()
+        try:
+            yield path
+        finally:
+            lock.release()
 
     def put(
         self,
@@ -298,6 +264,7 @@ class Store:
                 versions=_versions(),
                 num_parameters=info.num_parameters,
             )
+            stored = attrs.evolve(stored, seal=stored.seal_of())
             text = json.dumps(stored.to_dict(), indent=2, sort_keys=False) + "\n"
             (staging / CARD).write_text(text, encoding="utf-8")
             _swap_in(staging, final)
@@ -309,7 +276,10 @@ class Store:
     def remove(self, name: str) -> Path:
         """Delete the stored model ``name``; shipped weights cannot be removed (uninstall their plugin)."""
         folder = self.folder(name)
-        if not (folder / CARD).is_file():
+        if folder.is_symlink():  # a linked model: the link goes, what it points to is not the store's to delete
+            folder.unlink()
+            return folder
+        if not folder.is_dir():
             if self.shipped(name) is not None:
                 raise CheckpointError(
                     f"zoo model {name!r} ships with plugin {self.cards[name].plugin!r} and is not in the store "
