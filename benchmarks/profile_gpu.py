@@ -13,7 +13,8 @@ from torch.profiler import ProfilerActivity, profile
 
 import quatrain
 from quatrain.registry import get_registry
-from quatrain.registry._bench import build_variants, make_batch, measure
+from quatrain.registry._measure import measure
+from quatrain.registry._probe import build_variants, make_batch
 
 
 def kernel_summary(prof: profile, top: int = 8) -> tuple[int, float, list[tuple[str, int, float]]]:

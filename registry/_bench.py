@@ -6,6 +6,7 @@ each is checked against naive by the one rule (registry/_check.py) on a probe ba
 Modes are a training step at teacher forcing 0.9 (sequential), one at 1.0 (parallel where the backend has
 it), and autoregressive inference without gradients. Warm-up calls (compile, CUDA-graph capture) are timed
 apart; the timed calls give a median and quartiles, synchronised on the device (CUDA events on GPU).
+It sits on the leaves ``_probe`` (eligibility, variants, batch), ``_check`` and ``_measure`` (timing).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import gc
 import math
 import platform
-import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,44 +23,17 @@ import attrs
 import torch
 from torch import Tensor
 
-from quatrain import Autoencoder, InferenceStep, ModelConfig, TrainStep
-from quatrain._checkpoint import ATTENTION_PREFIX, quatrain_version
+from quatrain import ModelConfig
+from quatrain._checkpoint import quatrain_version
 from quatrain._compare import Comparison
 
-from ._check import check_against, probe_batch
+from ._check import REFERENCE, check_against, probe_batch
 from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
+from ._measure import MODE_TITLES, MODES, TEACHER_FORCING, Timing, failed, measure, one_line
+from ._probe import BASELINE, build_variants, eligibility_reasons, make_batch
 
-BASELINE = "none"
-REFERENCE = "naive"
-MODES = ("train-seq", "train-par", "infer")
-TEACHER_FORCING = {"train-seq": 0.9, "train-par": 1.0, "infer": 0.0}
-MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer": "inference"}
 Progress = Callable[[int, int, str], None]
-
-
-@attrs.frozen(kw_only=True)
-class Timing:
-    """One variant in one mode."""
-
-    median_ms: float
-    q1_ms: float
-    q3_ms: float
-    iters: int
-    warmup_ms: float
-    """Total of the warm-up calls (compile, capture, first-call allocation), excluded from the median."""
-    warmup_iters: int
-    peak_mem_mb: float
-    """Peak memory above what was held before the mode's first call (CUDA allocator; RSS on CPU)."""
-    path: str
-    """'parallel' or 'sequential' decoder."""
-    graphed: bool
-    """Replayed from one captured CUDA graph."""
-    note: str = ""
-
-    @property
-    def iqr_ms(self) -> float:
-        return self.q3_ms - self.q1_ms
 
 
 @attrs.frozen(kw_only=True)
@@ -81,189 +54,6 @@ class Check:
     def of(cls, comparison: Comparison) -> Check:
         worst = comparison.worst
         return cls(ratio=comparison.worst_ratio, passed=comparison.passed, worst=worst.line() if worst else "nothing")
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Linear-interpolated quantile of a non-empty list."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def time_calls(fn: Callable[[], object], *, iters: int, device: torch.device) -> list[float]:
-    """Milliseconds of each of ``iters`` calls, device-synchronised (CUDA events on GPU)."""
-    if device.type == "cuda":
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-        torch.cuda.synchronize(device)
-        for start, end in events:
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize(device)
-        return [start.elapsed_time(end) for start, end in events]
-    out = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "mps":
-            torch.mps.synchronize()
-        out.append((time.perf_counter() - t0) * 1000.0)
-    return out
-
-
-class MemoryProbe:
-    """Peak memory above the level at ``start()``: the CUDA allocator on GPU, the process RSS elsewhere."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.base = 0
-
-    @staticmethod
-    def _status_kib(field: str) -> int:
-        try:
-            with open("/proc/self/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-    def start(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-            return
-        try:  # Linux: '5' resets the peak RSS (VmHWM) to the current RSS
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-                f.write("5")
-        except OSError:
-            pass
-        self.base = self._status_kib("VmRSS") * 1024
-
-    def peak_mb(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
-        return max(0, self._status_kib("VmHWM") * 1024 - self.base) / 2**20
-
-
-def make_batch(
-    config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype, seed: int = 0
-) -> tuple[Tensor, Tensor]:
-    """The benchmark's inputs: random word vectors (B, T, E), T = config.max_len, lengths in [T/2, T], row 0 full."""
-    generator = torch.Generator().manual_seed(seed)
-    T = config.max_len
-    x = torch.randn(batch_size, T, config.embed_dim, generator=generator)
-    lengths = torch.randint(max(1, T // 2), T + 1, (batch_size,), generator=generator)
-    lengths[0] = T
-    mask = torch.arange(T)[None, :] < lengths[:, None]
-    return x.to(device=device, dtype=dtype), mask.to(device)
-
-
-def build_variants(
-    config: ModelConfig,
-    names: Iterable[str],
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    registry: Registry,
-    seed: int = 0,
-) -> dict[str, Autoencoder]:
-    """One model per name (BASELINE for the no-attention model), backends all holding naive's weights."""
-    torch.manual_seed(seed)
-    reference = Autoencoder(config, registry.backend(REFERENCE).cls)
-    state = reference.state_dict()
-    models: dict[str, Autoencoder] = {}
-    for name in names:
-        if name == BASELINE:
-            torch.manual_seed(seed)
-            model = Autoencoder(config.evolve(attention="none"))
-        else:
-            model = Autoencoder(config, registry.backend(name).cls)
-            attention = {k[len(ATTENTION_PREFIX) :]: v for k, v in state.items() if k.startswith(ATTENTION_PREFIX)}
-            converted = registry.convert_layout(attention, reference.layout, model.layout)
-            rest = {k: v for k, v in state.items() if not k.startswith(ATTENTION_PREFIX)}
-            model.load_state_dict({**rest, **{ATTENTION_PREFIX + k: v for k, v in converted.items()}}, strict=True)
-        model = model.to(device=device, dtype=dtype)
-        for module in model.modules():
-            if isinstance(module, torch.nn.RNNBase):
-                module.flatten_parameters()  # one contiguous weight buffer for cuDNN, as after any .to()
-        models[name] = model
-    return models
-
-
-def measure(
-    model: Autoencoder,
-    mode: str,
-    x: Tensor,
-    mask: Tensor,
-    *,
-    iters: int,
-    warmup: int,
-    cuda_graph: bool,
-    teacher_forcing: float | None = None,
-) -> Timing:
-    """Time ``model`` in ``mode`` (see MODES) on one batch; ``warmup`` calls first, timed apart.
-
-    ``teacher_forcing`` overrides the mode's own (train modes only).
-    """
-    device = x.device
-    probe = MemoryProbe(device)
-    probe.start()
-    runner: TrainStep | InferenceStep
-    if mode == "infer":
-        runner = InferenceStep(model, cuda_graph=cuda_graph, warmup=max(1, warmup - 1))
-    else:
-        model.train()
-        tf = TEACHER_FORCING[mode] if teacher_forcing is None else teacher_forcing
-        runner = TrainStep(model, teacher_forcing=tf, cuda_graph=cuda_graph, warmup=max(1, warmup - 1))
-    try:
-        warm = time_calls(lambda: runner(x, mask), iters=warmup, device=device)
-        times = time_calls(lambda: runner(x, mask), iters=iters, device=device)
-        peak = probe.peak_mb()
-    finally:
-        model.train()
-    tf = TEACHER_FORCING[mode] if teacher_forcing is None or mode == "infer" else teacher_forcing
-    parallel = tf >= 1.0 and model.decoder.can_run_parallel
-    return Timing(
-        median_ms=quantile(times, 0.5),
-        q1_ms=quantile(times, 0.25),
-        q3_ms=quantile(times, 0.75),
-        iters=iters,
-        warmup_ms=sum(warm),
-        warmup_iters=warmup,
-        peak_mem_mb=peak,
-        path="parallel" if parallel else "sequential",
-        graphed=runner.graphed,
-        note=f"eager: {runner.fallback_reason}" if cuda_graph and runner.fallback_reason else "",
-    )
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
-
-
-def failed(reason: str) -> Timing:
-    """The timing of a variant that raised: NaN times, the error as its note."""
-    nan = math.nan
-    return Timing(
-        median_ms=nan,
-        q1_ms=nan,
-        q3_ms=nan,
-        iters=0,
-        warmup_ms=nan,
-        warmup_iters=0,
-        peak_mem_mb=nan,
-        path="-",
-        graphed=False,
-        note=f"error: {reason}",
-    )
 
 
 def _versions(registry: Registry) -> dict[str, str | None]:
@@ -319,8 +109,6 @@ def run_bench(
     Raises:
         UnknownBackendError: a name in ``backends`` is not registered.
     """
-    from ._select import eligibility_reasons
-
     registry = registry or get_registry()
     hardware = detect_hardware()
     dev = torch.device(device)
@@ -362,7 +150,7 @@ def run_bench(
                     comparison = check_against(reference, models[name], px, pmask, convert=convert)
                     checks[name] = Check.of(comparison)
                 except Exception as e:  # someone else's code: report it in its row, keep benchmarking the rest
-                    checks[name] = Check(ratio=math.nan, passed=False, worst=f"raised {_one_line(e)}")
+                    checks[name] = Check(ratio=math.nan, passed=False, worst=f"raised {one_line(e)}")
     timings: dict[str, dict[str, Timing]] = {name: {} for name in names}
     for mode in MODES:
         for name in names:
@@ -372,13 +160,13 @@ def run_bench(
                     models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=graphs
                 )
             except Exception as e:  # report the failure in the table, keep benchmarking the rest
-                timings[name][mode] = failed(_one_line(e))
+                timings[name][mode] = failed(one_line(e))
                 if graphs:  # a backend that cannot live inside an outer graph may still run eagerly
                     try:
                         t = measure(models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=False)
-                        timings[name][mode] = attrs.evolve(t, note=f"eager: with graphs it raised {_one_line(e)}")
+                        timings[name][mode] = attrs.evolve(t, note=f"eager: with graphs it raised {one_line(e)}")
                     except Exception as again:
-                        timings[name][mode] = failed(_one_line(again))
+                        timings[name][mode] = failed(one_line(again))
             gc.collect()
             if dev.type == "cuda":
                 torch.cuda.empty_cache()

@@ -2,11 +2,12 @@
 
 ``auto`` walks every registered backend. Eligibility is the backend's own probe of this hardware plus
 the job's needs (training, inference, attention weights, exactness). Eligible backends are run against
-``naive`` on a small probe batch (outputs and gradients, within the backend's declared tolerance), and
+``naive`` on a small probe batch by the one comparison rule (registry/_check.py), and
 the correct ones are timed for a few steps on the job's own shapes; the winner has the smallest
 warm-up + steps x step time, so a backend with a costly compile wins only on a job long enough to pay
 it back. Decisions are cached per hardware, versions and job. A backend named by the user is used as
-named, or refused with its reasons; it is never silently replaced.
+named, or refused with its reasons or failed check (``force`` uses it anyway); it is never silently replaced.
+Like the bench, it sits on the leaves ``_probe``, ``_check``, ``_measure`` and ``_cache``.
 """
 
 from __future__ import annotations
@@ -14,30 +15,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
 
-from quatrain import AttentionBackend, BackendUnavailableError, Hardware, ModelConfig, Reason
-from quatrain._checkpoint import atomic_write_bytes, quatrain_version
+from quatrain import BackendUnavailableError, Hardware, ModelConfig, Reason
+from quatrain._checkpoint import quatrain_version
 from quatrain._compare import Comparison
 from quatrain._contract import DTYPE_NAMES
 
+from ._cache import SelectionCache
 from ._check import REFERENCE, check_backend_model
 from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
+from ._measure import measure
+from ._probe import build_variants, eligibility_reasons, make_batch
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "QUATRAIN_CACHE"
-CACHE_FILE = "selection.json"
-CACHE_FORMAT = "quatrain-selection/1"
 JOB_MODES = ("train", "infer")
 SELECT_ITERS = 3
 """Timed steps per candidate: enough to rank backends that differ by more than noise, cheap enough for seconds."""
@@ -139,78 +138,6 @@ class Selection:
         }
 
 
-def eligibility_reasons(
-    cls: type[AttentionBackend],
-    hardware: Hardware,
-    device: str,
-    dtype: torch.dtype,
-    *,
-    training: bool | None = None,
-    need_weights: bool = False,
-    allow_approx: bool = True,
-) -> list[Reason]:
-    """The backend's own probe plus what the job needs; empty means it may compete."""
-    reasons = list(cls.unsupported_reasons(hardware, device, dtype))
-    caps = cls.capabilities
-    if training is True and not caps.training:
-        reasons.append(Reason("training", f"{cls.name} cannot train (no backward)", "use it with --infer"))
-    if training is False and not caps.inference:
-        reasons.append(Reason("inference", f"{cls.name} does not support inference"))
-    if need_weights and not caps.returns_weights:
-        reasons.append(Reason("weights", f"{cls.name} does not return attention weights"))
-    if not allow_approx and not caps.exact:
-        reasons.append(Reason("exact", f"{cls.name} approximates the attention function", "pass --allow-approx"))
-    return reasons
-
-
-def cache_path() -> Path:
-    """Where decisions are cached: ``$QUATRAIN_CACHE/selection.json``, else the user cache dir."""
-    folder = os.environ.get(CACHE_ENV)
-    if not folder:
-        import platformdirs
-
-        folder = platformdirs.user_cache_dir("quatrain")
-    return Path(folder) / CACHE_FILE
-
-
-class SelectionCache:
-    """A JSON file of past decisions keyed by ``selection_key``; unreadable files are ignored and rewritten."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or cache_path()
-
-    def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            warnings.warn(f"ignoring unreadable selection cache {str(self.path)!r}: {e}", stacklevel=3)
-            return {}
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != CACHE_FORMAT
-            or not isinstance(data.get("entries"), dict)
-        ):
-            warnings.warn(f"ignoring selection cache {str(self.path)!r}: not a {CACHE_FORMAT} file", stacklevel=3)
-            return {}
-        return data["entries"]
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        entry = self._read().get(key)
-        return entry if isinstance(entry, dict) else None
-
-    def put(self, key: str, entry: dict[str, Any]) -> None:
-        entries = self._read()
-        entries[key] = entry
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            blob = json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1, sort_keys=True)
-            atomic_write_bytes(self.path, blob.encode("utf-8"))
-        except OSError as e:  # a read-only cache dir costs a re-measurement next time, nothing more
-            warnings.warn(f"cannot write selection cache {str(self.path)!r}: {e}", stacklevel=3)
-
-
 def selection_key(job: Job, registry: Registry, hardware: Hardware) -> str:
     """Hash of everything a decision depends on: hardware, torch/quatrain/plugin versions, the job."""
     plugins = {
@@ -229,8 +156,6 @@ def selection_key(job: Job, registry: Registry, hardware: Hardware) -> str:
 
 def measure_backend(name: str, job: Job, registry: Registry | None = None) -> tuple[float, float]:
     """Time a few steps of ``job`` on ``name`` at the job's shapes: (median step ms, warm-up s beyond steps)."""
-    from ._bench import build_variants, make_batch, measure
-
     registry = registry or get_registry()
     device = torch.device(job.device)
     model = build_variants(job.config, [name], device=device, dtype=job.torch_dtype, registry=registry)[name]

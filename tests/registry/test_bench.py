@@ -11,7 +11,7 @@ import torch
 from quatrain import ModelConfig, hookimpl
 from quatrain.plugins import naive
 from quatrain.plugins.naive import NaiveAttention
-from quatrain.registry import _bench, load_registry, run_bench, set_registry
+from quatrain.registry import _bench, _measure, _probe, load_registry, run_bench, set_registry
 
 
 class FastWrong(NaiveAttention):
@@ -65,15 +65,15 @@ def variant(report, name):
 
 def test_quantiles():
     values = [4.0, 1.0, 3.0, 2.0]
-    assert _bench.quantile(values, 0.5) == 2.5
-    assert _bench.quantile(values, 0.25) == 1.75
-    assert _bench.quantile([7.0], 0.75) == 7.0
+    assert _measure.quantile(values, 0.5) == 2.5
+    assert _measure.quantile(values, 0.25) == 1.75
+    assert _measure.quantile([7.0], 0.75) == 7.0
 
 
 def test_every_variant_runs_every_mode(report):
     assert [v["name"] for v in report["variants"]] == ["none", "fast-wrong", "naive", "serial"]
     for v in report["variants"]:
-        assert set(v["modes"]) == set(_bench.MODES)
+        assert set(v["modes"]) == set(_measure.MODES)
         for mode, t in v["modes"].items():
             assert t["iters"] == 3 and t["warmup_iters"] == 1
             assert 0 < t["q1_ms"] <= t["median_ms"] <= t["q3_ms"], (v["name"], mode)
@@ -99,7 +99,7 @@ def test_wrong_backend_is_marked_and_not_ranked(report):
     assert wrong["check"]["ratio"] > 1 and "> bound" in wrong["check"]["worst"]
     assert variant(report, "serial")["correct"] is True
     assert variant(report, "naive")["check"]["ratio"] < 1
-    for mode in _bench.MODES:
+    for mode in _measure.MODES:
         assert report["summary"][mode]["best"] in ("naive", "serial")
 
 
@@ -114,7 +114,7 @@ def test_report_records_machine_versions_date_and_setup(report):
 
 
 def test_backends_share_naive_weights(fakes, tiny):
-    models = _bench.build_variants(
+    models = _probe.build_variants(
         tiny, ["naive", "serial", "none"], device=torch.device("cpu"), dtype=torch.float32, registry=fakes
     )
     for key, value in models["naive"].state_dict().items():

@@ -12,7 +12,7 @@ import quatrain
 from quatrain import BackendUnavailableError, Reason, UnknownBackendError, hookimpl
 from quatrain.plugins import naive
 from quatrain.plugins.naive import NaiveAttention
-from quatrain.registry import Job, SelectionCache, _select, load_registry, select_backend, set_registry
+from quatrain.registry import Job, SelectionCache, _cache, _select, load_registry, select_backend, set_registry
 
 
 class FastWrong(NaiveAttention):
@@ -235,14 +235,14 @@ class TestCache:
 
     @pytest.mark.parametrize("content", ["{not json", '{"format": "other"}', "[]", "\xff\xfe"], ids=str)
     def test_corrupt_cache_is_ignored_and_rewritten(self, fakes, tiny, content):
-        path = _select.cache_path()
+        path = _cache.cache_path()
         path.parent.mkdir(parents=True)
         path.write_text(content, encoding="latin-1")
         with pytest.warns(UserWarning, match="selection cache"):
             selection = select_backend(job(tiny), registry=fakes, timer=Clock())
         assert not selection.cached
         data = json.loads(path.read_text(encoding="utf-8"))
-        assert data["format"] == _select.CACHE_FORMAT
+        assert data["format"] == _cache.CACHE_FORMAT
         assert data["entries"][selection.key]["backend"] == selection.backend
 
     def test_cache_folder_from_environment(self, fakes, tmp_path):

@@ -1,0 +1,185 @@
+"""Timing one model in one mode: device-synchronised calls, warm-up apart, peak memory, median and quartiles.
+
+A leaf (core only): select and bench both sit on it. A new mode is a ``MODES`` entry plus its branch in
+``measure``; its teacher forcing and title go in ``TEACHER_FORCING`` and ``MODE_TITLES``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import attrs
+import torch
+from torch import Tensor
+
+from quatrain import Autoencoder, InferenceStep, TrainStep
+
+MODES = ("train-seq", "train-par", "infer")
+"""A training step at teacher forcing 0.9 (sequential decoder), one at 1.0 (parallel where a backend has it),
+and autoregressive inference without gradients."""
+TEACHER_FORCING = {"train-seq": 0.9, "train-par": 1.0, "infer": 0.0}
+MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer": "inference"}
+
+
+@attrs.frozen(kw_only=True)
+class Timing:
+    """One variant in one mode."""
+
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    iters: int
+    warmup_ms: float
+    """Total of the warm-up calls (compile, capture, first-call allocation), excluded from the median."""
+    warmup_iters: int
+    peak_mem_mb: float
+    """Peak memory above what was held before the mode's first call (CUDA allocator; RSS on CPU)."""
+    path: str
+    """'parallel' or 'sequential' decoder."""
+    graphed: bool
+    """Replayed from one captured CUDA graph."""
+    note: str = ""
+
+    @property
+    def iqr_ms(self) -> float:
+        return self.q3_ms - self.q1_ms
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile of a non-empty list."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def time_calls(fn: Callable[[], object], *, iters: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of ``iters`` calls, device-synchronised (CUDA events on GPU)."""
+    if device.type == "cuda":
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+        torch.cuda.synchronize(device)
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) for start, end in events]
+    out = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "mps":
+            torch.mps.synchronize()
+        out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+class MemoryProbe:
+    """Peak memory above the level at ``start()``: the CUDA allocator on GPU, the process RSS elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.base = 0
+
+    @staticmethod
+    def _status_kib(field: str) -> int:
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return
+        try:  # Linux: '5' resets the peak RSS (VmHWM) to the current RSS
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")
+        except OSError:
+            pass
+        self.base = self._status_kib("VmRSS") * 1024
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        return max(0, self._status_kib("VmHWM") * 1024 - self.base) / 2**20
+
+
+def measure(
+    model: Autoencoder,
+    mode: str,
+    x: Tensor,
+    mask: Tensor,
+    *,
+    iters: int,
+    warmup: int,
+    cuda_graph: bool,
+    teacher_forcing: float | None = None,
+) -> Timing:
+    """Time ``model`` in ``mode`` (see MODES) on one batch; ``warmup`` calls first, timed apart.
+
+    ``teacher_forcing`` overrides the mode's own (train modes only).
+    """
+    device = x.device
+    probe = MemoryProbe(device)
+    probe.start()
+    runner: TrainStep | InferenceStep
+    if mode == "infer":
+        runner = InferenceStep(model, cuda_graph=cuda_graph, warmup=max(1, warmup - 1))
+    else:
+        model.train()
+        tf = TEACHER_FORCING[mode] if teacher_forcing is None else teacher_forcing
+        runner = TrainStep(model, teacher_forcing=tf, cuda_graph=cuda_graph, warmup=max(1, warmup - 1))
+    try:
+        warm = time_calls(lambda: runner(x, mask), iters=warmup, device=device)
+        times = time_calls(lambda: runner(x, mask), iters=iters, device=device)
+        peak = probe.peak_mb()
+    finally:
+        model.train()
+    tf = TEACHER_FORCING[mode] if teacher_forcing is None or mode == "infer" else teacher_forcing
+    parallel = tf >= 1.0 and model.decoder.can_run_parallel
+    return Timing(
+        median_ms=quantile(times, 0.5),
+        q1_ms=quantile(times, 0.25),
+        q3_ms=quantile(times, 0.75),
+        iters=iters,
+        warmup_ms=sum(warm),
+        warmup_iters=warmup,
+        peak_mem_mb=peak,
+        path="parallel" if parallel else "sequential",
+        graphed=runner.graphed,
+        note=f"eager: {runner.fallback_reason}" if cuda_graph and runner.fallback_reason else "",
+    )
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def failed(reason: str) -> Timing:
+    """The timing of a variant that raised: NaN times, the error as its note."""
+    nan = math.nan
+    return Timing(
+        median_ms=nan,
+        q1_ms=nan,
+        q3_ms=nan,
+        iters=0,
+        warmup_ms=nan,
+        warmup_iters=0,
+        peak_mem_mb=nan,
+        path="-",
+        graphed=False,
+        note=f"error: {reason}",
+    )
