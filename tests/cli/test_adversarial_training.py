@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import click
@@ -222,3 +223,24 @@ def test_bench_refuses_an_empty_backend_list():
     """Finding 21: bench --backends '' ran naive only."""
     result = CliRunner().invoke(cli, ["bench", "--preset", "tiny", "--backends", ""])
     assert result.exit_code != 0 and "--backends" in result.output
+
+
+def test_a_relative_corpus_path_is_stored_resolved(tmp_path, shared_poetry_files, monkeypatch):
+    """Finding 10: a relative --corpus was stored as given, so eval from another folder failed."""
+    from quatrain import read_info
+
+    corpus, vectors = shared_poetry_files
+    work = tmp_path / "work"
+    (work / "corp").mkdir(parents=True)
+    shutil.copy(corpus, work / "corp" / "c.txt")
+    shutil.copy(vectors, work / "v.txt")
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(cli, _train_args("corp/c.txt", "v.txt", tmp_path / "m.safetensors"))
+    assert result.exit_code == 0, result.output
+    recipe = json.loads(read_info(tmp_path / "m.safetensors").metadata["train"])
+    assert recipe["corpus"] == str(work / "corp" / "c.txt") and recipe["embeddings"] == str(work / "v.txt")
+    data = json.loads(read_info(tmp_path / "m.safetensors").metadata["data"])
+    assert len(data["fingerprint"]) == 64  # the corpus's fingerprint is recorded beside its path
+    monkeypatch.chdir(tmp_path)
+    evaluated = CliRunner().invoke(cli, ["eval", str(tmp_path / "m.safetensors"), "--device", "cpu"])
+    assert evaluated.exit_code == 0, evaluated.output
