@@ -232,8 +232,8 @@ class Decoder(nn.Module):
         if forced and teacher_forcing >= 1.0 and self.can_run_parallel:
             assert targets is not None
             inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
-            out, _, weights = self.run(inputs, state, attn_state, positions, need_weights)
-            return out, weights
+            out, _, attention = self.run(inputs, state, attn_state, positions, need_weights)
+            return out, attention
         # One coin per step for the whole batch (as the original): True = feed the target. Drawn on the
         # model's device and applied with torch.where, so a captured CUDA graph draws fresh coins per replay.
         coins = torch.rand(length, device=z.device) < teacher_forcing if forced else None

@@ -82,7 +82,7 @@ class _SingleQuery(torch.autograd.Function):
     """One query per row against fixed K, V: forward as matmul-softmax-matmul, backward only for the query."""
 
     @staticmethod
-    def forward(  # type: ignore[override]  # torch's Function.forward is untyped (*args)
+    def forward(
         ctx: Any, q: Tensor, k_t: Tensor, v: Tensor, bias: Tensor, has_key: Tensor, records: list[Record]
     ) -> Tensor:
         scaled = q * (1.0 / math.sqrt(q.shape[-1]))  # (B, h, 1, d)
@@ -92,7 +92,7 @@ class _SingleQuery(torch.autograd.Function):
         return p @ v  # (B, h, 1, d)
 
     @staticmethod
-    def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None, None]:
         scaled, k_t, v, p = ctx.saved_tensors
         dp = do @ v.transpose(-2, -1)  # (B, h, 1, S)
         # Softmax backward, p * (dp - sum(dp * p)), by torch's own kernel (it accumulates in float32 for
@@ -121,7 +121,7 @@ class DeferredKVAttention(CachedDecoderAttention):
         ),
     )
 
-    def prepare(self, memory: Tensor, key_mask: Tensor) -> DeferredKeys:
+    def prepare(self, memory: Tensor, key_mask: Tensor) -> Any:  # a DeferredKeys (the parent's is Keys)
         k, v = self.w_kv(memory).chunk(2, dim=-1)  # (B, S, H) each, once per sequence
         state = keys(k, v, prepare_mask(key_mask, memory.dtype), self.num_heads)
         probe_kernel(self, state)
