@@ -109,7 +109,8 @@ def list_(as_json: bool) -> None:
     help="Install this local project folder in editable mode (repeatable).",
 )
 @click.option("-U", "--upgrade", is_flag=True, help="Upgrade the given packages to the newest allowed versions.")
-def install(specs: tuple[str, ...], editables: tuple[Path, ...], upgrade: bool) -> None:
+@json_option
+def install(specs: tuple[str, ...], editables: tuple[Path, ...], upgrade: bool, as_json: bool) -> None:
     """Install plugin packages with pip into quatrain's own environment, then check that they load.
 
     SPECS are anything pip accepts (names, versions, folders, wheels). A newly installed plugin that
@@ -136,6 +137,8 @@ def install(specs: tuple[str, ...], editables: tuple[Path, ...], upgrade: bool) 
     mine = [p for p in after["plugins"] if p["distribution"] and canonical(p["distribution"]) in changed]
     if not mine:
         warn(f"installed {', '.join(sorted(changed)) or 'nothing new'}; no quatrain plugin came with it")
+        if as_json:
+            emit_json({"installed": sorted(changed), "plugins": []})
         return
     broken = [p for p in mine if p["status"] == "broken"]
     if broken:
@@ -145,6 +148,10 @@ def install(specs: tuple[str, ...], editables: tuple[Path, ...], upgrade: bool) 
         if undone is not None and undone.returncode == 0:
             raise click.ClickException(f"installed but broken, so uninstalled {', '.join(new)} again: {what}")
         raise click.ClickException(f"installed but broken (left installed: pip could not undo it): {what}")
+    if as_json:
+        keys = ("name", "distribution", "version", "status", "backends", "models")
+        emit_json({"installed": sorted(changed), "plugins": [{k: p[k] for k in keys} for p in mine]})
+        return
     for p in mine:
         added = [f"{kind} {', '.join(p[kind])}" for kind in ("backends", "models") if p[kind]]
         detail = "; ".join(added) or "no backends or models"
