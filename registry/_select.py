@@ -287,6 +287,17 @@ def _named(name: str, job: Job, registry: Registry, force: bool) -> Selection:
     return Selection(backend=name, job=job, named=True, candidates=(chosen,))
 
 
+def _sound(candidate: Candidate) -> bool:
+    """Whether a cached candidate has the types its report lines format (a number is a number)."""
+    numbers = (candidate.step_ms, candidate.warmup_s, candidate.total_s, candidate.ratio)
+    return (
+        isinstance(candidate.name, str)
+        and isinstance(candidate.status, str)
+        and all(isinstance(r, str) for r in candidate.reasons)
+        and all(n is None or (isinstance(n, (int, float)) and not isinstance(n, bool)) for n in numbers)
+    )
+
+
 def _from_cache(
     entry: dict[str, Any] | None, job: Job, key: str, registry: Registry, reasons_of: Callable[[str], list[Reason]]
 ) -> Selection | None:
@@ -296,6 +307,8 @@ def _from_cache(
         candidates = tuple(Candidate(**{**c, "reasons": tuple(c.get("reasons", ()))}) for c in entry["candidates"])
         chosen = str(entry["backend"])
     except (KeyError, TypeError):
+        return None
+    if not all(_sound(c) for c in candidates):  # a damaged or hand-edited entry is measured again, not fatal
         return None
     if chosen not in registry.backends or reasons_of(chosen):  # the world changed under the same key
         return None
