@@ -57,9 +57,10 @@ K = {
     # Gradients of the attention alone sum over more terms than its outputs, in an order each kernel
     # picks; worst err/bound at k=4 over 20 seeds is in benchmarks/conformance-margins.md (module.* rows).
     "gradient": 4.0,
-    # Gradients through a whole Autoencoder (ReLUs made smooth by ``without_kinks``) also flow back through
-    # T decoder steps and two RNNs, whose oneDNN kernels differ by ISA: measured in the margins table.
-    "model gradient": 4.0,
+    # Gradients through a whole Autoencoder (ReLUs made smooth by ``without_kinks``) sum over every decoder
+    # step, in an order each backend picks, with cancellation the floor does not see: float32 grad
+    # decoder.attention.w_q.weight of cached-decoder needed k=5.1 (AVX2, seed 16); 8 leaves room.
+    "model gradient": 8.0,
 }
 """The factor on the reference's own error, per kind of quantity."""
 

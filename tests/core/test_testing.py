@@ -64,13 +64,14 @@ class Noisy(NaiveAttention):
 
 
 class ScaledOutput(NaiveAttention):
-    """Fast-but-wrong in the small: every context 3 % too large."""
+    """Fast-but-wrong: every context 10 % too large (3 % is caught in the module checks, not always through a
+    whole bfloat16 model, whose own rounding is of that order)."""
 
     name = "scaled-output"
 
     def _attend(self, queries, memory, key_mask):
         context, weights = super()._attend(queries, memory, key_mask)
-        return context * 1.03, weights
+        return context * 1.1, weights
 
 
 class DroppedHead(NaiveAttention):
@@ -138,7 +139,7 @@ def test_an_approximation_is_held_to_its_declared_tolerance(registry):
 
     class Loose(ScaledOutput):
         name = "loose"
-        capabilities = attrs.evolve(NaiveAttention.capabilities, exact=False, tolerance=0.1)
+        capabilities = attrs.evolve(NaiveAttention.capabilities, exact=False, tolerance=0.3)
 
     class Tight(ScaledOutput):
         name = "tight"
