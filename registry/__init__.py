@@ -5,9 +5,9 @@ from ._cards import ModelCard as ModelCard
 from ._choose import describe_selection as describe_selection
 from ._choose import infer_backend as infer_backend
 from ._choose import train_chooser as train_chooser
+from ._convert import convert_checkpoint as convert_checkpoint
+from ._convert import prove_conversion as prove_conversion
 from ._discovery import OWN_DISTRIBUTION as OWN_DISTRIBUTION
-from ._discovery import BackendEntry as BackendEntry
-from ._discovery import PluginRecord as PluginRecord
 from ._discovery import Registry as Registry
 from ._discovery import convert_layout as convert_layout
 from ._discovery import get_card as get_card
@@ -23,6 +23,8 @@ from ._layouts import Converter as Converter
 from ._layouts import LayoutGraph as LayoutGraph
 from ._recipes import CardRun as CardRun
 from ._recipes import train_card as train_card
+from ._records import BackendEntry as BackendEntry
+from ._records import PluginRecord as PluginRecord
 from ._select import Candidate as Candidate
 from ._select import Job as Job
 from ._select import Selection as Selection
@@ -54,6 +56,7 @@ __all__ = [
     "UnknownModelError",
     "ZooEntry",
     "auto_backend",
+    "convert_checkpoint",
     "convert_layout",
     "describe_selection",
     "detect_hardware",
@@ -63,6 +66,7 @@ __all__ = [
     "infer_backend",
     "load_registry",
     "make_plugin_manager",
+    "prove_conversion",
     "quatrain_home",
     "resolve_checkpoint",
     "run_bench",

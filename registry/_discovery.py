@@ -15,7 +15,6 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any
 
-import attrs
 import pluggy
 
 from quatrain import AttentionBackend, Capabilities, PluginError, UnknownBackendError, hookspecs
@@ -25,6 +24,7 @@ from quatrain._resolve import TABLE
 from ._cards import ModelCard, make_card
 from ._errors import UnknownModelError
 from ._layouts import Converter, LayoutGraph
+from ._records import BackendEntry, DeclaredBackend, PluginRecord
 
 GROUP = hookspecs.PROJECT
 OWN_DISTRIBUTION = "quatrain"
@@ -56,51 +56,6 @@ def _warn_unknown(variable: str, names: set[str] | None, known: Iterable[str]) -
             PluginWarning,
             stacklevel=3,
         )
-
-
-@attrs.frozen(kw_only=True)
-class PluginRecord:
-    """One plugin as discovery saw it."""
-
-    name: str
-    """Entry-point name (or the name it was registered under directly)."""
-    module: str
-    distribution: str | None
-    version: str | None
-    status: str
-    """'ok', 'broken' or 'disabled'."""
-    error: str | None = None
-    hooks: tuple[str, ...] = ()
-    backends: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    """Zoo model cards it registered."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-
-@attrs.frozen(kw_only=True)
-class BackendEntry:
-    """A registered backend and where it came from."""
-
-    name: str
-    cls: type[AttentionBackend]
-    plugin: str
-    distribution: str | None
-    version: str | None
-
-
-@attrs.frozen(kw_only=True)
-class DeclaredBackend:
-    """A backend known only from its distribution's static declaration, because its plugin is broken."""
-
-    name: str
-    capabilities: Capabilities
-    plugin: str
-    distribution: str
-    version: str | None
-    error: str
-    """Why its plugin did not load."""
 
 
 class Registry:
@@ -168,6 +123,12 @@ def _entry_points() -> list[metadata.EntryPoint]:
 
 
 def _constant(obj: object) -> Callable[[], object]:
+    try:
+        hash(obj)
+    except TypeError:  # pluggy's subset_hook_caller keeps plugins in a set: hold the hooks in a module instead
+        proxy = ModuleType(getattr(obj, "__name__", type(obj).__name__))
+        proxy.__dict__.update({k: v for k, v in vars(obj).items() if not k.startswith("__")})
+        obj = proxy
     return lambda: obj
 
 
