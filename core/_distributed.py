@@ -11,7 +11,7 @@ and touches none of this machinery.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -192,7 +192,7 @@ def all_gather_objects(ctx: DistContext, value: Any) -> list[Any]:
     return out
 
 
-def sum_gradients(ctx: DistContext, params: list[torch.Tensor]) -> None:
+def sum_gradients(ctx: DistContext, params: Sequence[torch.Tensor]) -> None:
     """Sum every parameter's gradient over the ranks, in place, in one flattened all-reduce.
 
     Each rank's loss carries its share of the step's tokens, so the sum is the gradient of the whole
