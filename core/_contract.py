@@ -41,7 +41,7 @@ class Reason:
 
 @attrs.frozen(kw_only=True)
 class Hardware:
-    """What the machine offers, as a backend's probe needs to know it. Built by quatrain.registry."""
+    """What the machine offers, as a backend's probe needs to know it. Built by the registry's hardware probe."""
 
     device: str
     """Best accelerator present: 'cuda', 'mps' or 'cpu'."""

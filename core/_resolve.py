@@ -2,11 +2,11 @@
 
 Core names no layer above it. ``Autoencoder(config, backend="cached-decoder")``, ``to_backend``,
 ``load(path, backend=...)`` and the conformance kit look backends, layout converters and the hardware
-probe up in :data:`TABLE`. Discovery fills it when it loads plugins (``quatrain.registry.get_registry``
-or ``set_registry``). If nothing has filled it yet, the first lookup loads the providers declared in
-the entry-point group ``quatrain.providers``: each is a callable that takes the table and fills it.
+probe up in :data:`TABLE`. If nothing has filled it yet, the first lookup loads the providers declared
+in the entry-point group ``quatrain.providers``: each is a callable that takes the table and fills it.
 quatrain's own pyproject declares the registry's provider there, so plain Python code works without
-importing ``quatrain.registry`` first.
+importing the registry first; the registry's ``set_registry`` empties the table, so that the next lookup
+refills it from the registry set.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def train(
             is read from the device at most a few times a second.
         on_epoch: called with each epoch's log record.
         choose_backend: settles ``config.backend == 'auto'`` for this job (rank 0 asks, every rank
-            uses the answer); the CLI passes quatrain.registry's selection. Without it 'auto' resolves
+            uses the answer); the CLI passes the registry's selection. Without it 'auto' resolves
             as ``Autoencoder(config, 'auto')`` does.
 
     Raises:
