@@ -23,7 +23,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from ._batches import Batch
+from ._batches import Batch, Batcher
 from ._distributed import DistContext, sum_gradients
 from ._loss import reconstruction_loss
 from ._model import Autoencoder
@@ -196,6 +196,7 @@ class TrainStep(_Step):
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing must be in [0, 1], got {teacher_forcing!r}")
         self.model, self.teacher_forcing, self.clip, self.precision = model, teacher_forcing, clip, precision
+        self.base_lr = lr
         self.dist = dist if dist is not None and dist.is_distributed else None
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.device = self._params[0].device
@@ -369,3 +370,15 @@ def run_epoch(
     seconds = time.perf_counter() - tick
     loss_sum, tokens = step.totals()
     return EpochTotals(steps=steps, rows=rows, loss_sum=loss_sum, tokens=tokens, seconds=seconds)
+
+
+def repeat_epoch(step: TrainStep, x: Tensor, mask: Tensor, steps: int) -> EpochTotals:
+    """``run_epoch`` over ``steps`` copies of one batch, cut by the trainer's own ``Batcher`` from windows that
+    hold it (ids into a table of its vectors) and with the learning rate set before every step, as in
+    ``quatrain train``: what ``quatrain bench``'s train-epoch row times."""
+    B, T, E = x.shape
+    table = x.detach().reshape(B * T, E)
+    ids = torch.arange(B * T).view(B, T)
+    batcher = Batcher(ids, mask.sum(dim=1).cpu(), table, batch_size=B, static=step.device.type == "cuda")
+    rows = torch.arange(B)
+    return run_epoch(step, (batcher(rows) for _ in range(steps)), total=steps, lr_at=lambda n: step.base_lr)

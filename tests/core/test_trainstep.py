@@ -10,7 +10,7 @@ import torch
 
 import quatrain
 from quatrain._batches import Batcher, bucket_lengths
-from quatrain._trainstep import GraphFallbackWarning, InferenceStep, TrainStep, run_epoch
+from quatrain._trainstep import GraphFallbackWarning, InferenceStep, TrainStep, repeat_epoch, run_epoch
 
 
 def _batch(config, B=3, T=7, device="cpu"):
@@ -169,6 +169,20 @@ def test_a_new_teacher_forcing_rate_drops_the_recorded_graphs(tiny):
     assert step._runner.seen
     step.set_teacher_forcing(0.5)
     assert not step._runner.seen and step.teacher_forcing == 0.5
+
+
+def test_the_bench_epoch_is_the_trainer_loop_on_the_bench_batch(tiny):
+    """repeat_epoch cuts the bench's own batch through the trainer's Batcher: same steps as calling the step."""
+    x, mask = _batch(tiny, B=4, T=9)
+    model = quatrain.Autoencoder(tiny)
+    twin = copy.deepcopy(model)
+    done = repeat_epoch(TrainStep(model, lr=1e-2), x, mask, steps=3)
+    step = TrainStep(twin, lr=1e-2)
+    losses = [step(x, mask) for _ in range(3)]
+    assert done.steps == 3 and done.rows == 12 and done.tokens == 3 * int(mask.sum())
+    assert done.loss_sum == pytest.approx(float(sum(losses)) * int(mask.sum()), rel=1e-6)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
