@@ -41,11 +41,13 @@ def probe_batch(
     return x.to(device=device, dtype=dtype), mask.to(device)
 
 
-def probe(model: Autoencoder, x: Tensor, mask: Tensor, convert: Convert | None = None) -> dict[str, Tensor | None]:
+def probe(
+    model: Autoencoder, x: Tensor, mask: Tensor, convert: Convert | None = None, gradients: bool = True
+) -> dict[str, Tensor | None]:
     """Outputs (tf 1.0 and 0.0) and gradients (input, every parameter) in eval mode, inputs cast to the model's dtype.
 
     ``convert``: maps the attention parameters' gradients to another layout (the golden and the reference's,
-    to the candidate's).
+    to the candidate's). ``gradients``: False for a backend that cannot train (outputs only).
     """
     dtype = next(model.parameters()).dtype
     was_training = model.training
@@ -54,11 +56,16 @@ def probe(model: Autoencoder, x: Tensor, mask: Tensor, convert: Convert | None =
     # cuDNN's RNN has no backward in eval mode; torch's own RNN kernels do (for all three models alike).
     with torch.backends.cudnn.flags(enabled=False):
         try:
-            xi = x.detach().to(dtype, copy=True).requires_grad_(True)
+            xi = x.detach().to(dtype, copy=True).requires_grad_(gradients)
             model.zero_grad(set_to_none=True)
-            out = model(xi, mask, teacher_forcing=1.0).reconstruction
-            reconstruction_loss(out, xi, mask).backward()
+            with torch.set_grad_enabled(gradients):
+                out = model(xi, mask, teacher_forcing=1.0).reconstruction
             found["output tf 1.0"] = out.detach()
+            if not gradients:
+                with torch.no_grad():
+                    found["output tf 0.0"] = model(xi, mask, teacher_forcing=0.0).reconstruction
+                return found
+            reconstruction_loss(out, xi, mask).backward()
             found["grad input"] = xi.grad
             grads = {n: (p.grad.detach().clone() if p.grad is not None else None) for n, p in model.named_parameters()}
             attention: dict[str, Tensor | None] = {
@@ -89,16 +96,18 @@ def check_models(
     """The one rule on three models that hold the same weights: golden (float64), reference and candidate.
 
     ``convert`` maps the reference's attention gradients to the candidate's layout (None: same layout).
-    An approximate candidate (``exact=False``) has its declared tolerance added to every bound.
+    An approximate candidate (``exact=False``) has its declared tolerance added to every bound; one that
+    cannot train (``training=False``) is compared on outputs only.
     """
     attention = candidate.decoder.attention
     caps = attention.capabilities if attention is not None else None
     tolerance = caps.tolerance if caps is not None and not caps.exact else 0.0
+    gradients = caps is None or caps.training
     dtype = next(candidate.parameters()).dtype
     with full_precision():
-        want = probe(golden, x, mask, convert)
-        ref = probe(reference, x, mask, convert)
-        got = probe(candidate, x, mask)
+        want = probe(golden, x, mask, convert, gradients)
+        ref = probe(reference, x, mask, convert, gradients)
+        got = probe(candidate, x, mask, gradients=gradients)
     return compare(
         want,
         ref,

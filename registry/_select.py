@@ -279,7 +279,7 @@ def _named(name: str, job: Job, registry: Registry, force: bool) -> Selection:
             if not force:
                 raise BackendUnavailableError(
                     f"backend {name!r} failed its correctness check against {REFERENCE!r} {where}: {errors} "
-                    "(pass --force to use it anyway)"
+                    "(--force, or force=True, uses it anyway)"
                 )
             warnings.warn(f"using backend {name!r} although it failed its correctness check: {errors}", stacklevel=3)
             reasons = ("named", f"forced: failed correctness: {failed.errors[0]}")
@@ -348,7 +348,12 @@ def _select(
             continue
         ratio = 0.0
         if name != REFERENCE:
-            comparison = check_for_job(name, job, registry)
+            try:
+                comparison = check_for_job(name, job, registry)
+            except Exception as e:  # someone else's code raised while checked: report it, select among the rest
+                reason = f"check raised {type(e).__name__}: {e}"
+                outcomes[name] = Candidate(name=name, status="error", reasons=(reason,))
+                continue
             if not comparison.passed:
                 outcomes[name] = _checked(name, comparison)
                 continue

@@ -7,6 +7,7 @@ import re
 
 import attrs
 import pytest
+import torch
 
 import quatrain
 from quatrain import BackendUnavailableError, Reason, UnknownBackendError, hookimpl
@@ -265,3 +266,28 @@ def test_real_measurement_on_the_job_shapes(fakes, tiny):
     """The default timer really runs the job: positive step time, finite warm-up."""
     step_ms, warmup_s = _select.measure_backend("naive", job(tiny, batch_size=2), registry=fakes)
     assert step_ms > 0 and warmup_s >= 0
+
+
+def test_named_backend_that_cannot_train_is_checked_on_outputs_only(tmp_path, monkeypatch, tiny):
+    monkeypatch.setenv("QUATRAIN_CACHE", str(tmp_path / "cache"))
+
+    class InferOnly(NaiveAttention):
+        name = "infer-only"
+        capabilities = attrs.evolve(NaiveAttention.capabilities, training=False)
+
+        def _attend(self, queries, memory, key_mask):
+            if torch.is_grad_enabled() and queries.requires_grad:
+                raise RuntimeError("no backward here")
+            return super()._attend(queries, memory, key_mask)
+
+    class Plugin:
+        @hookimpl
+        def register_attention_backends(self, register):
+            register(InferOnly)
+
+    registry = load_registry(entry_points=False, plugins=[("naive", naive), ("infer-only", Plugin())])
+    set_registry(registry)
+    selection = select_backend(job(tiny, mode="infer", teacher_forcing=0.0), backend="infer-only", registry=registry)
+    assert selection.backend == "infer-only" and selection.candidates[0].ratio < 1
+    comparison = _select.check_for_job("infer-only", job(tiny, mode="infer"), registry)
+    assert {q.name for q in comparison.quantities} == {"output tf 1.0", "output tf 0.0"}
