@@ -72,6 +72,18 @@ BROKEN = {
         """,
         "model card 'sonnets' is registered by both 'models' and 'bad'",
     ),
+    "sys-exit-on-import": ("import sys\nsys.exit(3)\n", "called sys.exit(3)"),
+    "sys-exit-in-a-hook": (
+        """
+        import sys
+        from quatrain import hookimpl
+
+        @hookimpl
+        def register_models(register):
+            sys.exit()
+        """,
+        "called sys.exit(None)",
+    ),
 }
 
 
@@ -335,3 +347,12 @@ def test_install_that_stops_quatrain_starting_is_undone(monkeypatch):
     assert result.exit_code == 1
     assert calls[-1] == ("uninstall", "-y", "evil")
     assert "quatrain no longer imports after pip: no output; uninstalled evil again" in result.output
+
+
+def test_a_plugin_that_calls_sys_exit_can_still_be_uninstalled(install, monkeypatch):
+    """Issue 12 finding 2: such a plugin took even ``plugins uninstall`` down (exit 3, no output)."""
+    install("acme-exit", {"quitter": "import sys\nsys.exit(3)\n"})
+    fake = FakePip(monkeypatch, [], {})
+    result = run("plugins", "uninstall", "quitter")
+    assert result.exit_code == 0, result.output
+    assert fake.calls == [("uninstall", "-y", "acme-exit")]

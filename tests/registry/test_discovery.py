@@ -245,3 +245,17 @@ def test_the_hooks_discovery_calls_are_exactly_the_hook_specs():
 
     specs = {name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "quatrain_spec")}
     assert set(HOOKS) == specs
+
+
+def test_a_plugin_registered_directly_may_be_any_object_with_hooks(tiny):
+    from types import SimpleNamespace
+
+    from quatrain import hookimpl
+    from quatrain.plugins.naive import NaiveAttention
+
+    class Mine(NaiveAttention):
+        name = "mine"
+
+    plugin = SimpleNamespace(register_attention_backends=hookimpl(lambda register: register(Mine)))  # unhashable
+    registry = load_registry(entry_points=False, plugins=[("ns", plugin), ("naive", quatrain.plugins.naive)])
+    assert set(registry.backends) == {"mine", "naive"} and registry.plugins["ns"].status == "ok"
