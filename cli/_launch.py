@@ -34,6 +34,21 @@ def command_args(ctx: click.Context, drop: tuple[str, ...] = ("nproc",)) -> list
     return args
 
 
+# torchrun itself, without the traceback and summary box its entry point prints when a rank fails (each
+# rank has already printed its own one-line error): issue 12, finding 15.
+_TORCHRUN = """
+import logging, sys
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import get_args_parser, run
+for name in ("torch.distributed.elastic", "torch.distributed.elastic.multiprocessing.api"):
+    logging.getLogger(name).setLevel(logging.CRITICAL)
+try:
+    run(get_args_parser().parse_args(sys.argv[1:]))
+except ChildFailedError:
+    sys.exit(1)
+"""
+
+
 def relaunch(ctx: click.Context, nproc: int) -> None:
     """Run this command as ``nproc`` processes through ``python -m torch.distributed.run --standalone``.
 
@@ -43,10 +58,9 @@ def relaunch(ctx: click.Context, nproc: int) -> None:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("--nproc cannot be used inside a torchrun job (it already has WORLD_SIZE set)")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    command = [*launcher, "-m", "quatrain", *command_args(ctx)]
-    click.echo("launching: " + " ".join(command[1:]), err=True)
-    code = subprocess.call(command)
+    launcher = ["--standalone", f"--nproc-per-node={nproc}", "-m", "quatrain", *command_args(ctx)]
+    click.echo("launching: -m torch.distributed.run " + " ".join(launcher), err=True)
+    code = subprocess.call([sys.executable, "-c", _TORCHRUN, *launcher])
     if code != 0:
         raise click.ClickException(
             f"training on {nproc} processes failed (torchrun exit code {code}); each rank's error is above"

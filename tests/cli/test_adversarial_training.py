@@ -244,3 +244,22 @@ def test_a_relative_corpus_path_is_stored_resolved(tmp_path, shared_poetry_files
     monkeypatch.chdir(tmp_path)
     evaluated = CliRunner().invoke(cli, ["eval", str(tmp_path / "m.safetensors"), "--device", "cpu"])
     assert evaluated.exit_code == 0, evaluated.output
+
+
+@pytest.mark.slow
+def test_nproc_with_a_bad_corpus_is_a_few_lines_without_torchruns_traceback(tmp_path):
+    """Finding 15: train --nproc 2 with a bad corpus printed about 40 lines of torchrun traceback."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe not text\n")
+    args = ["train", "--nproc", "2", "--preset", "tiny", "--corpus", str(bad), "--epochs", "1", "--device", "cpu",
+            "--out", str(tmp_path / "m.safetensors")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"} | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "quatrain", *args], capture_output=True, text=True, env=env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output and "ChildFailedError" not in output and "SIGTERM" not in output, output
+    assert "is not UTF-8" in output and len(output.strip().splitlines()) <= 5, output
