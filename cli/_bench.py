@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ._common import check_device, emit_json, json_option, prepare_output, table
+from ._common import check_backend, check_device, emit_json, json_option, prepare_output, table
 from ._progress import StepProgress
 
 PRESETS = ("seed", "small", "tiny")
@@ -235,6 +235,7 @@ def bench(
     registry = get_registry()
     for name in names or ():
         registry.backend(name)  # an unknown name fails here, before minutes of measuring
+        check_backend(name, device, dtype)  # so does one that cannot run here, with its reasons
     on_gpu = device == "cuda"
     if threads is not None:
         torch.set_num_threads(threads)

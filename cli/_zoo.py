@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import check_device, emit_json, json_option, shorten, table, warn
+from ._common import check_backend, check_device, emit_json, json_option, shorten, table, warn
 
 
 def _metric(metrics: dict[str, Any], key: str) -> str:
@@ -224,7 +224,8 @@ def train_(name: str, device: str | None, epochs: int | None, time_limit: float 
     from ._progress import TrainingProgress
 
     store = Store()
-    get_card(name)  # an unknown name fails before the lock
+    card = get_card(name)  # an unknown name fails before the lock
+    check_backend(backend, device or card.recipe.get("device", "auto"), card.recipe.get("precision", "fp32"))
     shipped = store.shipped(name)
     if shipped is not None and not force:
         cosine = shipped.card.metrics.get("token_cosine")
@@ -245,7 +246,7 @@ def train_(name: str, device: str | None, epochs: int | None, time_limit: float 
     given = (("device", device), ("epochs", epochs), ("time_limit", time_limit))
     overrides = {k: v for k, v in given if v is not None}
     overrides["backend"] = backend  # a resumed run must name the backend it started with (auto by default)
-    epochs_total = int(overrides.get("epochs", get_card(name).recipe.get("epochs", 20)))
+    epochs_total = int(overrides.get("epochs", card.recipe.get("epochs", 20)))
     with store.lock(name, wait=wait, on_wait=warn), TrainingProgress(epochs_total) as bar:
         run = train_card(
             name, overrides=overrides, resume=resume, store=store, on_epoch=progress, on_batch=bar.batch, on_stage=warn

@@ -263,3 +263,25 @@ def test_nproc_with_a_bad_corpus_is_a_few_lines_without_torchruns_traceback(tmp_
     assert done.returncode == 1, output
     assert "Traceback" not in output and "ChildFailedError" not in output and "SIGTERM" not in output, output
     assert "is not UTF-8" in output and len(output.strip().splitlines()) <= 5, output
+
+
+def test_every_command_that_takes_a_backend_refuses_one_that_cannot_run_here(trained, monkeypatch, tmp_path):
+    """Finding 5: every command that takes a backend refuses an unavailable one, with its reasons."""
+    import torch
+
+    import quatrain.registry
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    monkeypatch.setenv("QUATRAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(quatrain.registry, "run_bench", lambda *a, **k: pytest.fail("measured first"))
+    for args in (
+        ["eval", str(trained), "--device", "cpu", "--backend", "mps"],
+        ["reconstruct", str(trained), "the rose", "--device", "cpu", "--backend", "mps"],
+        ["zoo", "train", "tiny", "--device", "cpu", "--backend", "mps"],
+        ["bench", "--preset", "tiny", "--device", "cpu", "--backends", "naive,mps"],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "mps does not run on cpu" in _one_error(result), (args, result.output)
+    assert not (tmp_path / "home" / "runs" / "tiny" / "model.safetensors").exists()
