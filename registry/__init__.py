@@ -1,6 +1,7 @@
 """The registry: plugin discovery, the hardware probe, layout conversion, selection, the bench and the zoo."""
 
 from ._bench import run_bench as run_bench
+from ._cache import SelectionCache as SelectionCache
 from ._cards import ModelCard as ModelCard
 from ._choose import describe_selection as describe_selection
 from ._choose import infer_backend as infer_backend
@@ -16,6 +17,8 @@ from ._discovery import get_registry as get_registry
 from ._discovery import load_registry as load_registry
 from ._discovery import make_plugin_manager as make_plugin_manager
 from ._discovery import set_registry as set_registry
+from ._entries import StoredCard as StoredCard
+from ._entries import ZooEntry as ZooEntry
 from ._errors import ModelIntegrityError as ModelIntegrityError
 from ._errors import UnknownModelError as UnknownModelError
 from ._hardware import detect_hardware as detect_hardware
@@ -28,11 +31,8 @@ from ._records import PluginRecord as PluginRecord
 from ._select import Candidate as Candidate
 from ._select import Job as Job
 from ._select import Selection as Selection
-from ._select import SelectionCache as SelectionCache
 from ._select import select_backend as select_backend
 from ._store import Store as Store
-from ._store import StoredCard as StoredCard
-from ._store import ZooEntry as ZooEntry
 from ._store import quatrain_home as quatrain_home
 from ._store import resolve_checkpoint as resolve_checkpoint
 from ._table import auto_backend as auto_backend

@@ -15,7 +15,8 @@ from quatrain import ConfigError, TrainConfig, evaluate_checkpoint, paths_for, t
 
 from ._choose import train_chooser
 from ._discovery import get_card
-from ._store import Store, ZooEntry
+from ._entries import ZooEntry
+from ._store import Store
 
 RECIPE_OVERRIDES = ("backend", "device", "epochs", "time_limit")
 """Recipe settings ``quatrain zoo train`` may override (``--backend``, ``--device``, ``--epochs``, ``--time-limit``)."""
