@@ -91,7 +91,7 @@ def split_poems(num_poems: int, seed: int, val_fraction: float, test_fraction: f
     if num_poems >= 3:  # every split gets a poem when asked for one
         n_test = max(n_test, 1 if test_fraction > 0 else 0)
         n_val = max(n_val, 1 if val_fraction > 0 else 0)
-    if n_test + n_val >= num_poems:
+    if n_test + n_val >= num_poems or (val_fraction > 0 and n_val == 0) or (test_fraction > 0 and n_test == 0):
         raise DataError(f"{num_poems} poem(s) are too few for a train/val/test split")
     return {
         "test": sorted(order[:n_test]),
@@ -191,6 +191,12 @@ def build_data(
     Raises:
         DataError: no poem has a known word; a split that does not fit the corpus.
     """
+    held_out = (val_fraction > 0) + (test_fraction > 0)
+    if split is None and len(corpus.poems) < held_out + 1:  # before minutes of tokenising (issue 12, finding 23)
+        raise DataError(
+            f"corpus {corpus.name!r} holds {len(corpus.poems)} poem(s), too few for a train/val/test split "
+            f"(it needs {held_out + 1}; poems are separated by blank lines)"
+        )
     encoded: list[list[int]] = []
     kept: list[int] = []
     words = known = 0
