@@ -80,7 +80,11 @@ def _ensure_filled() -> BackendTable:
         return TABLE
     if _filling:
         raise PluginError("a backend was looked up while the backend table was being filled (a plugin built a model?)")
-    providers = sorted(metadata.entry_points(group=PROVIDERS_GROUP), key=lambda ep: ep.name)
+    # quatrain's own provider first, then any other distribution's, by name: the first that fills the table wins
+    providers = sorted(
+        metadata.entry_points(group=PROVIDERS_GROUP),
+        key=lambda ep: (getattr(ep.dist, "name", None) != "quatrain", ep.name),
+    )
     for ep in providers:
         _filling.append(ep.name)
         try:

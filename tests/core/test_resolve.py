@@ -90,7 +90,7 @@ def test_a_lookup_from_inside_a_provider_is_refused(tiny, monkeypatch):
     import quatrain._resolve as table_module
 
     class Provider:
-        name, value = "looping", "tests:provider"
+        name, value, dist = "looping", "tests:provider", None
 
         def load(self):
             return lambda table: quatrain.Autoencoder(tiny, backend="naive")
