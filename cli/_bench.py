@@ -15,7 +15,8 @@ from ._progress import StepProgress
 
 PRESETS = ("seed", "small", "tiny")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
-MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer": "inference"}
+MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer": "inference",
+               "train-epoch": "train epoch tf 1.0"}  # fmt: skip
 
 
 def _check_cell(variant: dict[str, Any]) -> str:
@@ -86,6 +87,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"best inference: {e['best']} {e['median_ms']:.1f} ms = {e['x_baseline']:.2f}x baseline; "
             f"naive / best = {e.get('naive_over_best', float('nan')):.2f}x"
         )
+    if "train-epoch" in s:  # the trainer's own loop (Batcher, lr per step, loss sums) on the same batch
+        e = s["train-epoch"]
+        by_name = {v["name"]: v for v in report["variants"]}
+        step = by_name[e["best"]]["modes"]["train-par"]["median_ms"]
+        rate = report["setup"]["batch_size"] * 1000.0 / e["median_ms"]
+        share = f" = {step / e['median_ms']:.2f} of its train step's rate" if step else ""
+        lines.append(f"train epoch (the trainer's loop, tf 1.0): {e['best']} {rate:,.0f} seq/s{share}")
     return lines
 
 
@@ -119,7 +127,9 @@ def notes(report: dict[str, Any]) -> list[str]:
     found = [
         "vs naive: worst err/bound of the one comparison rule (core/_compare.py), below 1 is correct; "
         "`*` marks the fastest correct backend per mode; WRONG rows are not ranked; warm-up s per mode "
-        "(train tf 0.9 / train tf 1.0 / inference); graph: whole step replayed from one CUDA graph per mode."
+        f"({' / '.join(MODE_TITLES.values())}); graph: whole step replayed from one CUDA graph per mode; "
+        "train epoch: the trainer's own loop (quatrain train's batching, learning rate and loss sums) over the "
+        "timed steps, a mean per step."
     ]
     for v in report["variants"]:
         for mode, t in v["modes"].items():

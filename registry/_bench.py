@@ -32,6 +32,7 @@ from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
 from ._measure import MODE_TITLES, MODES, TEACHER_FORCING, Timing, failed, measure, one_line
 from ._probe import BASELINE, build_variants, eligibility_reasons, make_batch
+from ._warmups import WarmupCache
 
 Progress = Callable[[int, int, str], None]
 
@@ -170,11 +171,23 @@ def run_bench(
             gc.collect()
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
+    _record_warmups(hardware, timings)
     if progress is not None:
         progress(total, total, "done")
     return _report(
         config, names, timings, checks, unavailable, registry, device, dtype, iters, warmup, batch_size, graphs
     )
+
+
+def _record_warmups(hardware: Any, timings: dict[str, dict[str, Timing]]) -> None:
+    """Each backend's measured warm-up beyond normal steps, per job mode, for selection (registry/_warmups.py)."""
+    cache = WarmupCache()
+    for name, modes in timings.items():
+        for job_mode, bench_modes in (("train", ("train-seq", "train-par")), ("infer", ("infer",))):
+            extra = [t.warmup_ms - t.warmup_iters * t.median_ms for m in bench_modes if (t := modes.get(m))]
+            extra = [e for e in extra if math.isfinite(e)]
+            if name != BASELINE and extra:
+                cache.record(hardware, name, job_mode, max(0.0, max(extra)) / 1000.0)
 
 
 def _report(

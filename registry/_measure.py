@@ -15,12 +15,16 @@ import torch
 from torch import Tensor
 
 from quatrain import Autoencoder, InferenceStep, TrainStep
+from quatrain._batches import Batch
+from quatrain._trainstep import repeat_epoch
 
-MODES = ("train-seq", "train-par", "infer")
+MODES = ("train-seq", "train-par", "infer", "train-epoch")
 """A training step at teacher forcing 0.9 (sequential decoder), one at 1.0 (parallel where a backend has it),
-and autoregressive inference without gradients."""
-TEACHER_FORCING = {"train-seq": 0.9, "train-par": 1.0, "infer": 0.0}
-MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer": "inference"}
+autoregressive inference without gradients, and the trainer's own epoch loop at teacher forcing 1.0 (its
+Batcher, learning rate per step and loss sums, as ``quatrain train`` runs them) on the same batch."""
+TEACHER_FORCING = {"train-seq": 0.9, "train-par": 1.0, "infer": 0.0, "train-epoch": 1.0}
+MODE_TITLES = {"train-seq": "train tf 0.9", "train-par": "train tf 1.0", "infer": "inference",
+               "train-epoch": "train epoch tf 1.0"}  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)
@@ -141,9 +145,15 @@ def measure(
         model.train()
         tf = TEACHER_FORCING[mode] if teacher_forcing is None else teacher_forcing
         runner = TrainStep(model, teacher_forcing=tf, cuda_graph=cuda_graph, warmup=max(1, warmup - 1))
+    batch = Batch.of(x, mask)  # checked once, then every call runs as the jobs do: no host sync per step
     try:
-        warm = time_calls(lambda: runner(x, mask), iters=warmup, device=device)
-        times = time_calls(lambda: runner(x, mask), iters=iters, device=device)
+        if mode == "train-epoch":  # one pass of the trainer's loop: a mean per step, no per-step spread
+            assert isinstance(runner, TrainStep)
+            warm = [repeat_epoch(runner, x, mask, warmup).seconds * 1000.0]
+            times = [repeat_epoch(runner, x, mask, iters).seconds * 1000.0 / iters]
+        else:
+            warm = time_calls(lambda: runner.run(batch), iters=warmup, device=device)
+            times = time_calls(lambda: runner.run(batch), iters=iters, device=device)
         peak = probe.peak_mb()
     finally:
         model.train()

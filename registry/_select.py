@@ -34,6 +34,7 @@ from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
 from ._measure import measure
 from ._probe import build_variants, eligibility_reasons, make_batch
+from ._warmups import WarmupCache
 
 log = logging.getLogger(__name__)
 
@@ -330,20 +331,21 @@ def _select(
         raise BackendUnavailableError(
             f"cannot select: the reference backend {REFERENCE!r} is needed to check the others and cannot run here"
         )
-    # Cheapest declared warm-up first, so a backend whose warm-up alone exceeds the best job cost is
-    # skipped before anything runs it (checking `compiled` for correctness would already compile it).
-    candidates = sorted(
-        eligible, key=lambda n: (n != REFERENCE, registry.backend(n).cls.capabilities.warmup_seconds, n)
-    )
+    # Cheapest expected warm-up first, so a backend whose warm-up alone exceeds the best job cost is
+    # skipped before anything runs it (checking `compiled` for correctness would already compile it). The
+    # warm-up measured here before counts; the backend's declared figure only until then (registry/_warmups.py).
+    hardware, warmups = detect_hardware(), WarmupCache()
+    expected = {n: warmups.estimate(registry.backend(n).cls, hardware, job.mode) for n in eligible}
+    candidates = sorted(eligible, key=lambda n: (n != REFERENCE, expected[n][0], n))
     measured: dict[str, Candidate] = {}
     for name in candidates:
-        declared = registry.backend(name).cls.capabilities.warmup_seconds
+        warm, source = expected[name]
         best = min((c.total_s for c in measured.values() if c.total_s is not None), default=None)
-        if best is not None and declared >= best:
+        if best is not None and warm >= best:
             outcomes[name] = Candidate(
                 name=name,
                 status="slower",
-                reasons=(f"declared warm-up {declared:.0f} s alone exceeds the best job cost ({best:.1f} s)",),
+                reasons=(f"{source} warm-up {round(warm, 1):g} s alone exceeds the best job cost ({best:.1f} s)",),
             )
             continue
         ratio = 0.0
@@ -363,6 +365,7 @@ def _select(
         except Exception as e:  # a backend that passed its checks but breaks at the job's shapes
             outcomes[name] = Candidate(name=name, status="error", reasons=(f"{type(e).__name__}: {e}",))
             continue
+        warmups.record(hardware, name, job.mode, warmup_s)
         measured[name] = Candidate(
             name=name,
             status="slower",
