@@ -183,11 +183,10 @@ def _record_warmups(hardware: Any, timings: dict[str, dict[str, Timing]]) -> Non
     """Each backend's measured warm-up beyond normal steps, per job mode, for selection (registry/_warmups.py)."""
     cache = WarmupCache()
     for name, modes in timings.items():
-        for job_mode, bench_modes in (("train", ("train-seq", "train-par")), ("infer", ("infer",))):
-            extra = [t.warmup_ms - t.warmup_iters * t.median_ms for m in bench_modes if (t := modes.get(m))]
-            extra = [e for e in extra if math.isfinite(e)]
-            if name != BASELINE and extra:
-                cache.record(hardware, name, job_mode, max(0.0, max(extra)) / 1000.0)
+        for kind in ("train-seq", "train-par", "infer"):  # registry/_warmups.step_kind
+            t = modes.get(kind)
+            if name != BASELINE and t is not None and math.isfinite(t.warmup_ms - t.median_ms):
+                cache.record(hardware, name, kind, max(0.0, t.warmup_ms - t.warmup_iters * t.median_ms) / 1000.0)
 
 
 def _report(

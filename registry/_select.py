@@ -34,7 +34,7 @@ from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
 from ._measure import measure
 from ._probe import build_variants, eligibility_reasons, make_batch
-from ._warmups import WarmupCache
+from ._warmups import WarmupCache, step_kind
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +334,8 @@ def _select(
     # Cheapest expected warm-up first, so a backend whose warm-up alone exceeds the best job cost is
     # skipped before anything runs it (checking `compiled` for correctness would already compile it). The
     # warm-up measured here before counts; the backend's declared figure only until then (registry/_warmups.py).
-    hardware, warmups = detect_hardware(), WarmupCache()
-    expected = {n: warmups.estimate(registry.backend(n).cls, hardware, job.mode) for n in eligible}
+    hardware, warmups, kind = detect_hardware(), WarmupCache(), step_kind(job.mode, job.teacher_forcing)
+    expected = {n: warmups.estimate(registry.backend(n).cls, hardware, kind) for n in eligible}
     candidates = sorted(eligible, key=lambda n: (n != REFERENCE, expected[n][0], n))
     measured: dict[str, Candidate] = {}
     for name in candidates:
@@ -365,7 +365,7 @@ def _select(
         except Exception as e:  # a backend that passed its checks but breaks at the job's shapes
             outcomes[name] = Candidate(name=name, status="error", reasons=(f"{type(e).__name__}: {e}",))
             continue
-        warmups.record(hardware, name, job.mode, warmup_s)
+        warmups.record(hardware, name, kind, warmup_s)
         measured[name] = Candidate(
             name=name,
             status="slower",

@@ -1,5 +1,6 @@
 """Measured warm-ups: what each backend's first steps cost beyond normal steps (compile, graph capture), per
-hardware fingerprint, torch version and job mode, in ``warmups.json`` beside the selection cache.
+hardware fingerprint, torch version and kind of step (``step_kind``: 'train-seq', 'train-par' or 'infer'), in
+``warmups.json`` beside the selection cache.
 
 Selection weighs a backend's warm-up against the job's length. A backend declares a figure
 (``Capabilities.warmup_seconds``: ``compiled``'s is a cold compile on the 2-core CPU); that figure is used only
@@ -23,6 +24,14 @@ from ._cache import cache_path
 
 WARMUP_FILE = "warmups.json"
 WARMUP_FORMAT = "quatrain-warmups/1"
+
+
+def step_kind(mode: str, teacher_forcing: float) -> str:
+    """What a job's steps compile and capture: 'infer', or a sequential or parallel ('train-par', teacher forcing
+    1.0) training step; their warm-ups differ (``compiled`` compiles the sequential decoder step only)."""
+    if mode == "infer":
+        return "infer"
+    return "train-par" if teacher_forcing >= 1.0 else "train-seq"
 
 
 def _key(hardware: Hardware, backend: str, mode: str) -> str:
@@ -52,7 +61,7 @@ class WarmupCache:
         return data["entries"]
 
     def measured(self, hardware: Hardware, backend: str, mode: str) -> float | None:
-        """The last measured warm-up of ``backend`` for jobs of ``mode`` ('train'/'infer') here, or None."""
+        """The last measured warm-up of ``backend`` for steps of kind ``mode`` (``step_kind``) here, or None."""
         entry = self._read().get(_key(hardware, backend, mode))
         seconds = entry.get("seconds") if isinstance(entry, dict) else None
         return float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else None
