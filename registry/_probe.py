@@ -1,6 +1,6 @@
 """What a job may run here, and on what: eligibility, the variants a comparison or a timing builds, their batch.
 
-A leaf above discovery: select and bench both sit on it (and on ``_check`` and ``_measure``).
+It sits on discovery and ``_check`` (the reference's name); select and bench both sit on it.
 """
 
 from __future__ import annotations
