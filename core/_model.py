@@ -16,6 +16,8 @@ from ._errors import ConfigError
 from ._resolve import convert_layout, resolve_backend
 
 _RNN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+ENGINES = ("stretches", "steps")
+"""How the sequential decode runs (``Decoder.engine``); see ``Decoder.__init__``."""
 
 
 def make_rnn(config: ModelConfig, input_size: int) -> nn.RNNBase:
@@ -125,17 +127,18 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """RNN decoder; step t reads the target (or its own output) at t-1, never target t."""
 
-    def __init__(
-        self, config: ModelConfig, attention: AttentionBackend | None, forced_runs: bool | None = None
-    ) -> None:
+    def __init__(self, config: ModelConfig, attention: AttentionBackend | None, engine: str | None = None) -> None:
         super().__init__()
         H, E, L = config.hidden_size, config.embed_dim, config.num_layers
         self.num_layers, self.hidden_size = L, H
-        # How the sequential decode runs stretches of teacher-forced steps (chosen here, stored): True = each
-        # stretch as one RNN call with its queries attending at once; False = the step loop; None = stretches
-        # on CPU only (reading the coins on the host is free there; on CUDA it would sync, and a captured
-        # graph holds one fixed step pattern, so CUDA keeps the step loop with device-side coins).
-        self.forced_runs = forced_runs
+        # How the sequential decode runs, chosen here and stored. 'stretches': each stretch of teacher-forced
+        # steps is one RNN call whose queries attend at once (the coins are read on the host), and a step
+        # that reads the model's own output runs alone as cell arithmetic (cheaper than the fused RNN op
+        # for one step on CPU). 'steps': one fused RNN call per step, coins applied on the device (what a
+        # captured CUDA graph of a fixed step pattern holds). None: 'stretches' on CPU, 'steps' elsewhere.
+        if engine is not None and engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)} or None; got {engine!r}")
+        self.engine = engine
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
         self.input_proj = nn.Linear(E, H)
         self.init_h = nn.Linear(config.bottleneck_dim, L * H)
@@ -203,11 +206,11 @@ class Decoder(nn.Module):
             queries = torch.cat([queries, context], dim=-1)
         return self.out(self.integrate(queries)), state, weights
 
-    def runs_forced_stretches(self, device: torch.device) -> bool:
-        """Whether the sequential decode on ``device`` runs teacher-forced stretches as RNN calls."""
-        if not self.can_run_parallel:
-            return False
-        return device.type == "cpu" if self.forced_runs is None else self.forced_runs
+    def engine_for(self, device: torch.device) -> str:
+        """The engine (see ``ENGINES``) the sequential decode uses on ``device``."""
+        if self.engine is not None:
+            return self.engine
+        return "stretches" if device.type == "cpu" else "steps"
 
     @property
     def can_run_parallel(self) -> bool:
@@ -237,8 +240,10 @@ class Decoder(nn.Module):
         # One coin per step for the whole batch (as the original): True = feed the target. Drawn on the
         # model's device and applied with torch.where, so a captured CUDA graph draws fresh coins per replay.
         coins = torch.rand(length, device=z.device) < teacher_forcing if forced else None
-        step = self.attention.wrap_step(self.step) if self.attention is not None else self.step
-        if coins is not None and targets is not None and self.runs_forced_stretches(z.device):
+        stretches = self.engine_for(z.device) == "stretches"
+        single = self.cell_step if stretches else self.step
+        step = self.attention.wrap_step(single) if self.attention is not None else single
+        if coins is not None and targets is not None and stretches and self.can_run_parallel:
             inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
             return self._decode_stretches(step, inputs, coins, state, attn_state, positions, need_weights)
         outputs, weights = [], []
@@ -299,9 +304,10 @@ class Autoencoder(nn.Module):
         config: the model's hyperparameters.
         backend: an attention backend name (looked up among the registered plugins), a backend class,
             or None for 'naive'. Must be None when ``config.attention == 'none'``.
-        forced_runs: how the sequential decode (0 < teacher forcing < 1) runs stretches of teacher-forced
-            steps: True = each as one RNN call with its queries attending at once, False = one step at a
-            time, None (default) = stretches on CPU, the step loop on CUDA (``Decoder.forced_runs``).
+        engine: how the sequential decode runs: 'stretches' (each stretch of teacher-forced steps as one
+            RNN call with its queries attending at once, lone steps as cell arithmetic), 'steps' (one
+            fused RNN call per step, coins on the device), or None (default): 'stretches' on CPU, 'steps'
+            elsewhere (``Decoder.__init__``).
     """
 
     def __init__(
@@ -309,7 +315,7 @@ class Autoencoder(nn.Module):
         config: ModelConfig,
         backend: str | type[AttentionBackend] | None = None,
         *,
-        forced_runs: bool | None = None,
+        engine: str | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -321,7 +327,7 @@ class Autoencoder(nn.Module):
             cls = resolve_backend(backend or "naive", config)
             attention = cls(config.hidden_size, config.num_heads)
         self.encoder = Encoder(config)
-        self.decoder = Decoder(config, attention, forced_runs)
+        self.decoder = Decoder(config, attention, engine)
 
     @property
     def backend(self) -> str:

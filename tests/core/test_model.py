@@ -183,8 +183,8 @@ def test_forced_stretches_equal_the_step_loop(tiny, make_batch, rnn, attention, 
     """0 < teacher forcing < 1: each stretch of forced steps as one RNN call == the step loop, forward and
     every gradient (parameters and input), for many random coin patterns."""
     config = tiny.evolve(rnn=rnn, attention=attention)
-    stretches = quatrain.Autoencoder(config, forced_runs=True)
-    loop = quatrain.Autoencoder(config, forced_runs=False)
+    stretches = quatrain.Autoencoder(config, engine="stretches")
+    loop = quatrain.Autoencoder(config, engine="steps")
     loop.load_state_dict(stretches.state_dict())
     x, mask = make_batch(config, [9, 5, 2, 0])
     patterns = set()
@@ -212,21 +212,29 @@ def test_forced_stretches_equal_the_step_loop(tiny, make_batch, rnn, attention, 
 
 
 def test_forced_stretches_run_fewer_rnn_calls(tiny, make_batch):
-    """The choice is stored and taken: stretches make one RNN call per stretch, the step loop one per step;
-    None (the default) takes stretches on CPU. Attention weights agree too."""
+    """The engine is stored and taken: 'stretches' makes one RNN call per stretch of forced steps (lone steps
+    are cell arithmetic), 'steps' one fused call per step; None (the default) takes stretches on CPU.
+    Attention weights agree too."""
     x, mask = make_batch(tiny, [8, 6])
-    models = {choice: quatrain.Autoencoder(tiny, forced_runs=choice) for choice in (True, False, None)}
+    models = {engine: quatrain.Autoencoder(tiny, engine=engine) for engine in ("stretches", "steps", None)}
     for model in models.values():
-        model.load_state_dict(models[True].state_dict())
+        model.load_state_dict(models["stretches"].state_dict())
+    torch.manual_seed(1)
+    known = [True, *(torch.rand(8) < 0.7).tolist()[1:]]  # the coins the forward will draw
     calls = {}
     weights = {}
-    for choice, model in models.items():
+    for engine, model in models.items():
         seen = []
         model.decoder.rnn.register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0].shape[1]))
         torch.manual_seed(1)
-        weights[choice] = model(x, mask, teacher_forcing=0.7, need_weights=True).attention
-        calls[choice] = seen
-    assert calls[False] == [1] * 8
-    assert sum(calls[True]) == 8 and len(calls[True]) < 8
-    assert calls[None] == calls[True]
-    torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
+        weights[engine] = model(x, mask, teacher_forcing=0.7, need_weights=True).attention
+        calls[engine] = seen
+    assert calls["steps"] == [1] * 8
+    assert 0 < len(calls["stretches"]) < 8 and sum(calls["stretches"]) == sum(known) < 8
+    assert calls[None] == calls["stretches"]
+    torch.testing.assert_close(weights["stretches"], weights["steps"], rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_engine_is_refused(tiny):
+    with pytest.raises(quatrain.ConfigError, match="engine must be one of stretches, steps"):
+        quatrain.Autoencoder(tiny, engine="fast")
