@@ -1,0 +1,33 @@
+"""Issue 12, finding 11: reconstruction decodes windows in padded batches (same result) and reports progress."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import quatrain
+from quatrain import reconstruct_lines
+from quatrain.data import load_embeddings
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("attention", ["encoder", "none"])
+def test_batched_windows_reconstruct_like_one_at_a_time(poetry_files, attention):
+    _, vectors = poetry_files
+    embeddings = load_embeddings(vectors)
+    config = quatrain.ModelConfig.preset("tiny", attention=attention)
+    model = quatrain.Autoencoder(config).eval()
+    text = [f"the rose {'of night ' * (i % 4)}and the sea" for i in range(30)]  # windows of several lengths
+    one = reconstruct_lines(model, embeddings, text, batch_size=1)
+    seen: list[tuple[int, int, str]] = []
+    many = reconstruct_lines(model, embeddings, text, batch_size=7, progress=lambda *a: seen.append(a))
+    assert len(one.windows) > 7
+    assert [r.words for r in many.lines] == [r.words for r in one.lines]
+    for a, b in zip(many.lines, one.lines, strict=True):
+        assert a.cosine == pytest.approx(b.cosine, abs=1e-5)
+    for a, b in zip(many.attention, one.attention, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    labels = [label for _, _, label in seen]
+    assert labels[0] == "decoding windows" and labels[-1] == "searching nearest words"
+    assert seen[-1][0] == seen[-1][1] and any(d == t == len(one.windows) for d, t, label in seen if "decoding" in label)
