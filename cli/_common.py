@@ -9,7 +9,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -28,7 +28,14 @@ def one_line(error: BaseException) -> str:
     return shorten(text[0]) if text else type(error).__name__
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     """Warnings as one line on stderr, without the source path and line Python would print."""
     click.echo(f"warning: {one_line(message) if isinstance(message, Warning) else shorten(str(message))}", err=True)
 
@@ -59,7 +66,7 @@ class QuatrainGroup(click.Group):
             _quiet_broken_pipe()
             ctx.exit(1)
         except click.ClickException as e:
-            e.message = shorten(e.message, 4 * MESSAGE_LIMIT)  # a message may quote a value the user gave
+            e.message = shorten(e.message, 4 * MESSAGE_LIMIT)  # type: ignore[misc]  # it may quote a user's value
             raise
         except (click.exceptions.Exit, click.Abort):
             raise
