@@ -103,7 +103,9 @@ def train_card(
     entry = store.put_checkpoint(
         name,
         result.checkpoint,
-        description=card.description,
+        description=card.description  # a retrained shipped model must not claim to be the shipped one
+        if store.shipped(name) is None
+        else f"{name} retrained here ({command}); shadows the model that ships with {card.plugin or 'its plugin'}",
         metrics=metrics,
         recipe={**config.to_dict(), "command": command},
         data=data,

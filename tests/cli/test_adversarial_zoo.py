@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import quatrain
+from quatrain import hookimpl
 from quatrain.cli import cli
 from quatrain.registry import Store, load_registry, set_registry
 
@@ -172,3 +173,28 @@ def test_zoo_train_of_a_shipped_model_needs_force(home, monkeypatch):
     assert result.exit_code == 1
     assert "ships with quatrain" in result.output and "--force" in result.output
     assert not (home / "runs" / "sonnets").exists()
+
+
+class _ShippedMini(_MiniCard):
+    """The mini card, with weights shipped in a folder (as the sonnets model ships with quatrain)."""
+
+    def __init__(self, folder, weights):
+        super().__init__(folder)
+        self.weights = weights
+
+    @hookimpl
+    def register_models(self, register):
+        register("mini", description="ships in a test", config="tiny", recipe=self.recipe, weights=str(self.weights))
+
+
+def test_force_retrains_a_shipped_model_and_its_description_says_so(home, tmp_path, tiny):
+    """Finding 20: the retrained model's description still said it shipped with quatrain."""
+    shipped = Store(tmp_path / "ship", cards={}).put("mini", quatrain.Autoencoder(tiny), description="ships in a test")
+    set_registry(load_registry(plugins=[("mini-card", _ShippedMini(tmp_path, shipped.folder))]))
+    refused = run("zoo", "train", "mini", "--epochs", "1")
+    assert refused.exit_code == 1 and "--force" in refused.output
+    result = run("zoo", "train", "mini", "--epochs", "1", "--force")
+    assert result.exit_code == 0, result.output
+    entry = Store().entry("mini")
+    assert entry.origin == "store" and "retrained here" in entry.card.description
+    assert "shadows the model that ships with mini-card" in entry.card.description
