@@ -141,3 +141,38 @@ def test_os_errors_are_one_line(runner, tmp_path):
     result = runner.invoke(_group_with(reader), ["reader"])
     assert result.exit_code == 1
     assert "No such file or directory" in _error_line(result)
+
+
+def test_throttled_progress_is_silent_for_quick_work_and_regular_for_long_work():
+    """Finding 23: long work reports as it goes; quick work prints nothing."""
+    from quatrain.cli._common import Throttled
+
+    now = [0.0]
+    shown: list[tuple[int, int, str]] = []
+    quick = Throttled(lambda *a: shown.append(a), after=2.0, every=2.0)
+    quick.clock = lambda: now[0]
+    quick.start = 0.0
+    for step in range(1, 11):
+        now[0] = step * 0.1
+        quick(step, 10, "decoding windows")
+    assert shown == []
+    slow = Throttled(lambda *a: shown.append(a), after=2.0, every=2.0)
+    slow.clock = lambda: now[0]
+    slow.start = 0.0
+    for step in range(1, 101):
+        now[0] = step * 0.1  # 10 s in all
+        slow(step, 100, "searching nearest words")
+    assert shown[0][0] == 20 and shown[-1] == (100, 100, "searching nearest words")
+    assert 4 <= len(shown) <= 6
+
+
+def test_eval_stages_go_to_a_terminals_stderr_only(monkeypatch, capsys):
+    """Finding 23: eval was silent for about 20 s; a terminal now hears what it is doing (stdout stays clean)."""
+    from quatrain.cli import _common
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    _common.stage("eval: loading")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    _common.stage("eval: hidden")
+    captured = capsys.readouterr()
+    assert captured.err == "eval: loading\n" and captured.out == ""
