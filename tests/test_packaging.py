@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def _copy_source(target: Path) -> Path:
 
 
 @pytest.fixture(name="installed", scope="module")
-def _installed(tmp_path_factory) -> Installed:
+def _installed(tmp_path_factory) -> Iterator[Installed]:
     tmp = tmp_path_factory.mktemp("packaging")
     env = {**os.environ, "QUATRAIN_HOME": str(tmp / "home"), "QUATRAIN_CACHE": str(tmp / "cache")}
     for variable in ("QUATRAIN_DISABLE_PLUGINS", "QUATRAIN_LOAD_PLUGINS", "QUATRAIN_STRICT_PLUGINS", "VIRTUAL_ENV"):
@@ -100,7 +101,8 @@ def _installed(tmp_path_factory) -> Installed:
     subprocess.run(install, check=True, env=env, cwd=tmp, timeout=900, capture_output=True)
     work = tmp / "work"
     work.mkdir()
-    return Installed(sdist, wheel, venv, work, env)
+    yield Installed(sdist, wheel, venv, work, env)
+    shutil.rmtree(tmp, ignore_errors=True)  # the venv holds a whole torch install (about 1.5 GB)
 
 
 def test_the_wheel_holds_the_corpus_the_model_and_the_notice(installed):
