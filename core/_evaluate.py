@@ -143,7 +143,7 @@ def evaluate(
     batcher = Batcher(windows.ids, windows.lengths, table, batch_size=batch_size, static=static)
     was_training = model.training
     if step is None and teacher_forcing == 0.0:
-        step = InferenceStep(model, cuda_graph=static, precision=precision)
+        step = InferenceStep(model, cuda_graph=static, warmup=1, precision=precision)  # splits are a few batches
     model.eval()
     tick = time.perf_counter()
     try:

@@ -179,7 +179,7 @@ def _train(
         precision=config.precision,
         dist=ctx,
     )
-    validator = InferenceStep(model, cuda_graph=graphs, precision=config.precision)
+    validator = InferenceStep(model, cuda_graph=graphs, warmup=1, precision=config.precision)
     broadcast_parameters(ctx, model)  # every rank starts from rank 0's weights
     if ctx.is_distributed:  # each rank its own dropout and coins from here
         torch.manual_seed(config.seed * 1_000_003 + 1 + ctx.rank)
