@@ -87,6 +87,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"best inference: {e['best']} {e['median_ms']:.1f} ms = {e['x_baseline']:.2f}x baseline; "
             f"naive / best = {e.get('naive_over_best', float('nan')):.2f}x"
         )
+        for way, w in e.get("same_way", {}).items():  # eager against eager, compiled against compiled
+            lines.append(
+                f"inference, {way} against the {way} baseline ({w['baseline']}): {w['best']} "
+                f"{w['median_ms']:.1f} ms = {w['x_baseline']:.2f}x"
+            )
     if "train-epoch" in s:  # the trainer's own loop (Batcher, lr per step, loss sums) on the same batch
         e = s["train-epoch"]
         by_name = {v["name"]: v for v in report["variants"]}

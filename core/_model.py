@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._config import ModelConfig
-from ._contract import AttentionBackend
+from ._contract import AttentionBackend, StepFn
 from ._errors import ConfigError
 from ._resolve import convert_layout, resolve_backend
 
@@ -139,6 +139,7 @@ class Decoder(nn.Module):
         if engine is not None and engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)} or None; got {engine!r}")
         self.engine = engine
+        self.compiled_step: StepFn | None = None  # without attention: a compiled step (bench's compiled baseline)
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
         self.input_proj = nn.Linear(E, H)
         self.init_h = nn.Linear(config.bottleneck_dim, L * H)
@@ -242,7 +243,7 @@ class Decoder(nn.Module):
         coins = torch.rand(length, device=z.device) < teacher_forcing if forced else None
         stretches = self.engine_for(z.device) == "stretches"
         single = self.cell_step if stretches else self.step
-        step = self.attention.wrap_step(single) if self.attention is not None else single
+        step = self.attention.wrap_step(single) if self.attention is not None else (self.compiled_step or single)
         if coins is not None and targets is not None and stretches and self.can_run_parallel:
             inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
             return self._decode_stretches(step, inputs, coins, state, attn_state, positions, need_weights)

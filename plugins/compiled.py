@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from quatrain import Capabilities, Hardware, Reason, hookimpl
+from quatrain._compile import compile_decoder_step
 from quatrain._contract import StepFn
 
 from ._attention import SDPA_KERNEL_NOTES
@@ -78,19 +79,7 @@ class CompiledAttention(CachedDecoderAttention):
         # Keyed by the decoder the step belongs to: a deep copy of the model gets its own entry.
         key = (id(decoder), device)
         if key not in self._compiled:
-            # Default mode on every device: reduce-overhead's CUDA graphs cannot hold a decode loop whose step
-            # outputs feed the next step and wait for backward (their memory is overwritten on replay); the
-            # whole train step is captured in one CUDA graph by quatrain's TrainStep instead.
-            mode = None
-            # The cell-arithmetic form of the step: the fused (cuDNN) RNN op cannot be traced on CUDA.
-            compiled = torch.compile(decoder.cell_step, mode=mode, fullgraph=True)
-
-            def run(inp: Any, state: Any, attn_state: Any, position: Any, need_weights: bool = False) -> Any:
-                # allow_rnn lets dynamo hold the nn.LSTM module to read its weights; its forward is never traced.
-                with torch._dynamo.config.patch(allow_rnn=True):
-                    return compiled(inp, state, attn_state, position, need_weights)
-
-            self._compiled[key] = run
+            self._compiled[key] = compile_decoder_step(decoder)  # cell arithmetic, fullgraph, default mode
         return self._compiled[key]
 
     def __getstate__(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from ._check import REFERENCE, check_against, probe_batch
 from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
 from ._measure import MODE_TITLES, MODES, TEACHER_FORCING, Timing, failed, measure, one_line
-from ._probe import BASELINE, build_variants, eligibility_reasons, make_batch
+from ._probe import BASELINE, COMPILED_BASELINE, build_variants, eligibility_reasons, make_batch, wraps_step
 from ._warmups import WarmupCache
 
 Progress = Callable[[int, int, str], None]
@@ -124,6 +124,8 @@ def run_bench(
         unavailable[REFERENCE].append("it is the reference: nothing can be checked without it")
     runnable = [n for n in wanted if n not in unavailable]
     names = [BASELINE, *([REFERENCE] if REFERENCE not in runnable and REFERENCE not in unavailable else []), *runnable]
+    if any(wraps_step(registry.backend(n).cls) for n in runnable):  # compiled against compiled, too
+        names.insert(1, COMPILED_BASELINE)
     models = build_variants(config, names, device=dev, dtype=dtype, registry=registry, seed=seed)
     x, mask = make_batch(config, batch_size, dev, dtype, seed)
     total = len(names) * (len(MODES) + 1)
@@ -141,7 +143,7 @@ def run_bench(
         px, pmask = probe_batch(config, dev, dtype, seed)
         for name in names:
             tick(f"check {name}")
-            if name != BASELINE:
+            if name not in (BASELINE, COMPILED_BASELINE):
                 target = models[name].layout
 
                 def convert(state: Mapping[str, Tensor], target: str = target) -> dict[str, Tensor]:
@@ -185,7 +187,7 @@ def _record_warmups(hardware: Any, timings: dict[str, dict[str, Timing]]) -> Non
     for name, modes in timings.items():
         for kind in ("train-seq", "train-par", "infer"):  # registry/_warmups.step_kind
             t = modes.get(kind)
-            if name != BASELINE and t is not None and math.isfinite(t.warmup_ms - t.median_ms):
+            if name not in (BASELINE, COMPILED_BASELINE) and t is not None and math.isfinite(t.warmup_ms - t.median_ms):
                 cache.record(hardware, name, kind, max(0.0, t.warmup_ms - t.warmup_iters * t.median_ms) / 1000.0)
 
 
@@ -217,10 +219,14 @@ def _report(
                 "x_naive": _finite(t.median_ms / ref) if ref else None,
             }
         check = checks.get(name)
+        wraps = name == COMPILED_BASELINE or (name != BASELINE and wraps_step(registry.backend(name).cls))
         variants.append(
             {
                 "name": name,
-                "kind": "baseline" if name == BASELINE else ("reference" if name == REFERENCE else "backend"),
+                "kind": "baseline"
+                if name in (BASELINE, COMPILED_BASELINE)
+                else ("reference" if name == REFERENCE else "backend"),
+                "wraps_step": wraps,
                 "correct": None if check is None else check.ok,
                 "check": None
                 if check is None
@@ -277,7 +283,23 @@ def summarise(variants: list[dict[str, Any]]) -> dict[str, Any]:
         if naive_ms is not None:
             entry["naive_over_best"] = naive_ms / entry["median_ms"]
         summary[mode] = entry
+        entry["same_way"] = _same_way(by_name, timed, mode)
     naive_seq = by_name[REFERENCE]["modes"]["train-seq"]["median_ms"] if REFERENCE in by_name else None
     if naive_seq is not None and "train-par" in summary:
         summary["naive_seq_over_best_par"] = naive_seq / summary["train-par"]["median_ms"]
     return summary
+
+
+def _same_way(by_name: dict[str, Any], timed: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """The best backend against the baseline that runs the same way: eager backends against the eager
+    baseline, backends that wrap (compile) the whole step against the compiled baseline, where it ran."""
+    found: dict[str, Any] = {}
+    for way, baseline in (("eager", BASELINE), ("compiled", COMPILED_BASELINE)):
+        base_ms = by_name[baseline]["modes"][mode]["median_ms"] if baseline in by_name else None
+        group = [v for v in timed if v.get("wraps_step", False) == (way == "compiled")]
+        if base_ms is None or not group:
+            continue
+        best = min(group, key=lambda v: v["modes"][mode]["median_ms"])
+        ms = best["modes"][mode]["median_ms"]
+        found[way] = {"best": best["name"], "median_ms": ms, "baseline": baseline, "x_baseline": ms / base_ms}
+    return found

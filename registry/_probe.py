@@ -12,12 +12,21 @@ from torch import Tensor
 
 from quatrain import AttentionBackend, Autoencoder, Hardware, ModelConfig, Reason
 from quatrain._checkpoint import ATTENTION_PREFIX
+from quatrain._compile import compile_decoder_step
 
 from ._check import REFERENCE
 from ._discovery import Registry
 
 BASELINE = "none"
 """The variant without attention (``attention='none'``): the floor every backend is measured against."""
+COMPILED_BASELINE = "none-compiled"
+"""The same model with its whole decoder step under ``torch.compile``, as a backend that wraps the step
+(``wraps_step``) runs it: the baseline such a backend is compared with, compiled against compiled."""
+
+
+def wraps_step(cls: type[AttentionBackend]) -> bool:
+    """Whether a backend runs the whole decoder step its own way (overrides ``wrap_step``, e.g. compiles it)."""
+    return cls.wrap_step is not AttentionBackend.wrap_step
 
 
 def eligibility_reasons(
@@ -66,13 +75,14 @@ def build_variants(
     registry: Registry,
     seed: int = 0,
 ) -> dict[str, Autoencoder]:
-    """One model per name (BASELINE for the no-attention model), backends all holding naive's weights."""
+    """One model per name (BASELINE for the no-attention model, COMPILED_BASELINE for it compiled), backends
+    all holding naive's weights."""
     torch.manual_seed(seed)
     reference = Autoencoder(config, registry.backend(REFERENCE).cls)
     state = reference.state_dict()
     models: dict[str, Autoencoder] = {}
     for name in names:
-        if name == BASELINE:
+        if name in (BASELINE, COMPILED_BASELINE):
             torch.manual_seed(seed)
             model = Autoencoder(config.evolve(attention="none"))
         else:
@@ -85,5 +95,7 @@ def build_variants(
         for module in model.modules():
             if isinstance(module, torch.nn.RNNBase):
                 module.flatten_parameters()  # one contiguous weight buffer for cuDNN, as after any .to()
+        if name == COMPILED_BASELINE:
+            model.decoder.compiled_step = compile_decoder_step(model.decoder)
         models[name] = model
     return models
