@@ -124,7 +124,7 @@ def test_resume_continues_to_more_epochs(trained, registry):
         (lambda d: d.joinpath("latin1.txt").write_bytes("caf\xe9 rose\n".encode("latin-1")), "is not UTF-8"),
         (lambda d: d.joinpath("r.json").write_text('[{"title": "x"}]'), "has no 'text'"),
         (lambda d: d.joinpath("r.jsonl").write_text('{"text": "the rose"}\n{"body": 1}\n'), "record 2 has no 'text'"),
-        (lambda d: d.joinpath("unknown.txt").write_text("zzyzx qwv\n"), "has a word that embeddings"),
+        (lambda d: d.joinpath("unknown.txt").write_text("zzyzx qwv\n\nqwv\n\nzzyzx\n"), "has a word that embeddings"),
     ],
     ids=["empty-file", "non-utf8", "json-without-text", "jsonl-without-text", "no-known-word"],
 )
