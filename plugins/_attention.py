@@ -61,6 +61,8 @@ class Keys(NamedTuple):
     v: Tensor
     """(B, heads, S, d)."""
     mask: Mask
+    values_zeroed: bool = False
+    """V is zero on rows without keys (``keys(..., zero_empty=True)``), so SDPA contexts need no zeroing per call."""
 
 
 def prepare_mask(key_mask: Tensor, dtype: torch.dtype) -> Mask:
@@ -72,9 +74,16 @@ def prepare_mask(key_mask: Tensor, dtype: torch.dtype) -> Mask:
     return Mask(safe_mask[:, None, None, :], has_key.to(dtype)[:, :, None, None])
 
 
-def keys(k: Tensor, v: Tensor, mask: Mask, num_heads: int) -> Keys:
-    """Split projected K, V (B, S, H) into heads."""
-    return Keys(split_heads(k, num_heads), split_heads(v, num_heads), mask)
+def keys(k: Tensor, v: Tensor, mask: Mask, num_heads: int, zero_empty: bool = False) -> Keys:
+    """Split projected K, V (B, S, H) into heads.
+
+    ``zero_empty``: multiply V by ``has_key`` here, once (exact: by 1.0 or 0.0), so that a row without keys
+    attends to zeros and every later SDPA call skips its own zeroing; for K/V prepared once per sequence.
+    """
+    v_heads = split_heads(v, num_heads)
+    if zero_empty:
+        v_heads = v_heads * mask.has_key
+    return Keys(split_heads(k, num_heads), v_heads, mask, zero_empty)
 
 
 def softmax_attention(q: Tensor, keys: Keys) -> tuple[Tensor, Tensor]:
@@ -88,7 +97,7 @@ def softmax_attention(q: Tensor, keys: Keys) -> tuple[Tensor, Tensor]:
 def sdpa_attention(q: Tensor, keys: Keys) -> Tensor:
     """``F.scaled_dot_product_attention`` with the bool key mask: contexts (B, heads, T, d)."""
     context = F.scaled_dot_product_attention(q, keys.k, keys.v, attn_mask=keys.mask.attn_mask)
-    return context * keys.mask.has_key
+    return context if keys.values_zeroed else context * keys.mask.has_key
 
 
 def attend(q: Tensor, keys: Keys, need_weights: bool) -> tuple[Tensor, Tensor | None]:

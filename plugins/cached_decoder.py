@@ -43,7 +43,7 @@ class CachedDecoderAttention(AttentionBackend):
 
     def prepare(self, memory: Tensor, key_mask: Tensor) -> Keys:
         k, v = self.w_kv(memory).chunk(2, dim=-1)  # (B, S, H) each, once per sequence
-        state = keys(k, v, prepare_mask(key_mask, memory.dtype), self.num_heads)
+        state = keys(k, v, prepare_mask(key_mask, memory.dtype), self.num_heads, zero_empty=True)
         probe_kernel(self, state)
         return state
 

@@ -29,7 +29,7 @@ class Record(NamedTuple):
     """What one step's backward leaves for the deferred K/V product."""
 
     p: Tensor
-    """(B, h, 1, S) the step's attention weights (zero for rows without keys)."""
+    """(B, h, 1, S) the step's attention weights."""
     do: Tensor
     """(B, h, 1, d) the gradient of its context."""
     ds: Tensor
@@ -46,7 +46,7 @@ class DeferredKeys(NamedTuple):
     k_t: Tensor
     """(B, h, d, S) K transposed, contiguous: what each single-query step multiplies with."""
     v: Tensor
-    """(B, h, S, d) V, contiguous."""
+    """(B, h, S, d) V, contiguous, zero on rows without keys (so their contexts are zero)."""
     bias: Tensor
     """(B, 1, 1, S) additive score mask: 0 where attended, -inf elsewhere (fully masked rows opened up)."""
     records: list[Record]
@@ -82,25 +82,23 @@ class _SingleQuery(torch.autograd.Function):
     """One query per row against fixed K, V: forward as matmul-softmax-matmul, backward only for the query."""
 
     @staticmethod
-    def forward(
-        ctx: Any, q: Tensor, k_t: Tensor, v: Tensor, bias: Tensor, has_key: Tensor, records: list[Record]
-    ) -> Tensor:
+    def forward(ctx: Any, q: Tensor, k_t: Tensor, v: Tensor, bias: Tensor, records: list[Record]) -> Tensor:
         scaled = q * (1.0 / math.sqrt(q.shape[-1]))  # (B, h, 1, d)
-        p = torch.softmax(scaled @ k_t + bias, dim=-1) * has_key  # (B, h, 1, S)
+        p = torch.softmax(scaled @ k_t + bias, dim=-1)  # (B, h, 1, S); V is zero on rows without keys
         ctx.save_for_backward(scaled, k_t, v, p)
         ctx.records = records
         return p @ v  # (B, h, 1, d)
 
     @staticmethod
-    def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None, None]:
+    def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None]:
         scaled, k_t, v, p = ctx.saved_tensors
         dp = do @ v.transpose(-2, -1)  # (B, h, 1, S)
         # Softmax backward, p * (dp - sum(dp * p)), by torch's own kernel (it accumulates in float32 for
-        # bfloat16/float16); with p zero on rows without keys it gives their zero gradient too.
+        # bfloat16/float16); on rows without keys V is zero, so dp, and their score gradient, are zero.
         ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
         ctx.records.append(Record(p, do, ds, scaled))
         dq = (ds @ k_t.transpose(-2, -1)) * (1.0 / math.sqrt(scaled.shape[-1]))
-        return dq, None, None, None, None, None
+        return dq, None, None, None, None
 
 
 class DeferredKVAttention(CachedDecoderAttention):
@@ -123,12 +121,12 @@ class DeferredKVAttention(CachedDecoderAttention):
 
     def prepare(self, memory: Tensor, key_mask: Tensor) -> Any:  # a DeferredKeys (the parent's is Keys)
         k, v = self.w_kv(memory).chunk(2, dim=-1)  # (B, S, H) each, once per sequence
-        state = keys(k, v, prepare_mask(key_mask, memory.dtype), self.num_heads)
+        state = keys(k, v, prepare_mask(key_mask, memory.dtype), self.num_heads, zero_empty=True)
         probe_kernel(self, state)
         records: list[Record] = []
         if torch.is_grad_enabled() and (state.k.requires_grad or state.v.requires_grad):
             k_steps, v_steps = _Defer.apply(state.k, state.v, records)
-            state = Keys(k_steps, v_steps, state.mask)
+            state = state._replace(k=k_steps, v=v_steps)
         bias = torch.zeros_like(state.mask.has_key).expand(-1, -1, -1, k.shape[1])
         bias = bias.masked_fill(~state.mask.attn_mask, float("-inf"))  # (B, 1, 1, S)
         # One copy per sequence into the layouts a single-query matmul reads fastest (a strided K^T or V
@@ -140,8 +138,7 @@ class DeferredKVAttention(CachedDecoderAttention):
         if need_weights:
             context, weights = attend(q, state.keys, True)
         else:
-            mask = state.keys.mask
-            context = _SingleQuery.apply(q, state.k_t, state.v, state.bias, mask.has_key, state.records)
+            context = _SingleQuery.apply(q, state.k_t, state.v, state.bias, state.records)
             weights = None
         return self.w_o(merge_heads(context)).squeeze(1), (weights.squeeze(2) if weights is not None else None)
 
