@@ -250,6 +250,7 @@ def test_the_graphed_epoch_has_no_per_step_host_sync(tiny):
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in caught)
 
+    syncs(4)  # whatever a first timed call pays once (after capture) is paid here, not counted below
     assert syncs(12) == syncs(4)
     assert step.graphed
 
