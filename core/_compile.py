@@ -10,6 +10,9 @@ import torch
 
 from ._contract import StepFn
 
+RECOMPILE_LIMIT = 64
+"""Compiled variants of the one decoder-step code object a process may hold (dynamo's default is 8)."""
+
 
 def compile_decoder_step(decoder: Any) -> StepFn:
     """``decoder.cell_step`` (the RNN written as cell arithmetic) compiled as one graph, ``fullgraph=True``.
@@ -23,7 +26,10 @@ def compile_decoder_step(decoder: Any) -> StepFn:
     compiled = torch.compile(decoder.cell_step, fullgraph=True)
 
     def run(inp: Any, state: Any, attn_state: Any, position: Any, need_weights: bool = False) -> Any:
-        with torch._dynamo.config.patch(allow_rnn=True):
+        # dynamo keys its cache on the code object, which every decoder (and the bench's compiled baseline)
+        # shares; each of train/eval, grad/no-grad, dtype and device is one more entry, and the default limit
+        # of 8 was hit on the H200 (the bench's 'inference: compiled' failed after the baseline's entries).
+        with torch._dynamo.config.patch(allow_rnn=True, recompile_limit=RECOMPILE_LIMIT):
             return compiled(inp, state, attn_state, position, need_weights)
 
     return run
