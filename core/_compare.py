@@ -55,11 +55,11 @@ K = {
     # Attention weights are one softmax deep, like an output.
     "weights": 2.0,
     # Gradients of the attention alone sum over more terms than its outputs, in an order each kernel
-    # picks; worst err/bound at k=4 over 20 seeds is in benchmarks/conformance-margins.md (module.* rows).
+    # picks; the most any needed over 20 seeds, both ISAs, was 1.7 (benchmarks/conformance-margins.md).
     "gradient": 4.0,
     # Gradients through a whole Autoencoder (ReLUs made smooth by ``without_kinks``) sum over every decoder
     # step, in an order each backend picks, with cancellation the floor does not see: float32 grad
-    # decoder.attention.w_q.weight of cached-decoder needed k=5.1 (AVX2, seed 16); 8 leaves room.
+    # decoder.attention.w_q.weight of cached-decoder needed k=4.8 (benchmarks/conformance-margins.md); 8 leaves room.
     "model gradient": 8.0,
 }
 """The factor on the reference's own error, per kind of quantity."""
