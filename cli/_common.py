@@ -204,7 +204,7 @@ def prepare_output(path: Path, *, force: bool = False, others: tuple[Path, ...] 
         if existing:
             raise click.ClickException(
                 f"{what} {str(path)!r}: {', '.join(repr(str(p)) for p in existing)} already exist(s); "
-                "pass --force to replace, or choose another path"
+                "pass --force to replace them (or --resume to continue that run), or choose another path"
             )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
