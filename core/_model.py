@@ -289,7 +289,8 @@ class Decoder(nn.Module):
                 y, state, w = self.run(inputs[:, t:end], state, attn_state, positions[t:end], need_weights)
             else:
                 end = t + 1
-                y1, state, w1 = step(outputs[-1][:, -1].detach(), state, attn_state, positions[t], need_weights)
+                inp = outputs[-1][:, -1].detach().contiguous()  # one stride for every call (compiled steps guard on it)
+                y1, state, w1 = step(inp, state, attn_state, positions[t], need_weights)
                 y, w = y1.unsqueeze(1), (w1.unsqueeze(2) if w1 is not None else None)
             outputs.append(y)
             if w is not None:

@@ -71,3 +71,16 @@ def test_compiled_step_is_memoised_per_decoder(registry, tiny):
     assert copy.decoder.attention.wrap_step(copy.decoder.step) is not step
     with pytest.raises(TypeError, match="compiled wraps Decoder.step"):
         model.decoder.attention.wrap_step(lambda *args: args)
+
+
+def test_lone_steps_between_forced_stretches_compile_once(registry, tiny, make_batch):
+    """On CPU a decode at 0 < teacher forcing < 1 runs lone steps between stretches of forced steps; each
+    lone step's input comes from a stretch of another length, yet every call reuses one compiled graph."""
+    model = quatrain.Autoencoder(tiny, "compiled").eval()
+    x, mask = make_batch(tiny, [9, 6], T=9)
+    counters.clear()
+    with torch.no_grad():
+        for seed in range(4):  # four coin patterns: stretches of different lengths
+            torch.manual_seed(seed)
+            model(x, mask, teacher_forcing=0.5)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
