@@ -44,7 +44,7 @@ bench() {  # bench NAME LIMIT ARGS...: one quatrain bench run, cut to the budget
     --out "$RUNS/$name.json" --markdown "$RUNS/$name.md" 2>"$RUNS/$name.log"
   echo "exit $?"; grep -E "^- best" "$RUNS/$name.md" 2>/dev/null
 }
-bench "$DEVICE-$PRESET-fp32-b32" 150 --dtype fp32 --batch-size 32 --iters "$ITERS"
+bench "$DEVICE-$PRESET-fp32-b32" 200 --dtype fp32 --batch-size 32 --iters "$ITERS"
 bench "$DEVICE-$PRESET-bf16-b32" 110 --dtype bf16 --batch-size 32 --iters "$ITERS"
 bench "$DEVICE-$PRESET-fp32-b256" 130 --dtype fp32 --batch-size 256 --iters "$ITERS"
 for h in $HEADS; do
