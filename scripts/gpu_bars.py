@@ -60,7 +60,7 @@ def run(
     import torch
 
     import quatrain
-    from quatrain._train import TrainConfig, evaluate, train
+    from quatrain import TrainConfig, evaluate, train
     from quatrain.data import build_data
 
     out.mkdir(parents=True, exist_ok=True)
