@@ -33,28 +33,48 @@ def cache_path() -> Path:
     return Path(folder) / CACHE_FILE
 
 
-class SelectionCache:
-    """A JSON file of past decisions keyed by ``selection_key``; unreadable files are ignored and rewritten."""
+class JsonEntries:
+    """One JSON file ``{"format": FORMAT, "entries": {...}}``: read tolerantly, written atomically.
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or cache_path()
+    An unreadable file warns and reads as empty; so does a foreign one when ``warn_foreign``; a write that
+    fails (read-only folder) warns and costs a re-measurement next time, nothing more.
+    """
 
-    def _read(self) -> dict[str, Any]:
+    def __init__(self, path: Path, file_format: str, what: str, *, warn_foreign: bool = True) -> None:
+        self.path, self.format, self.what, self.warn_foreign = path, file_format, what, warn_foreign
+
+    def read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            warnings.warn(f"ignoring unreadable selection cache {str(self.path)!r}: {e}", stacklevel=3)
+            warnings.warn(f"ignoring unreadable {self.what} {str(self.path)!r}: {e}", stacklevel=4)
             return {}
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != CACHE_FORMAT
-            or not isinstance(data.get("entries"), dict)
-        ):
-            warnings.warn(f"ignoring selection cache {str(self.path)!r}: not a {CACHE_FORMAT} file", stacklevel=3)
+        if not isinstance(data, dict) or data.get("format") != self.format or not isinstance(data.get("entries"), dict):
+            if self.warn_foreign:
+                warnings.warn(f"ignoring {self.what} {str(self.path)!r}: not a {self.format} file", stacklevel=4)
             return {}
         return data["entries"]
+
+    def write(self, entries: dict[str, Any]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            blob = json.dumps({"format": self.format, "entries": entries}, indent=1, sort_keys=True)
+            atomic_write_bytes(self.path, blob.encode("utf-8"))
+        except OSError as e:
+            warnings.warn(f"cannot write {self.what} {str(self.path)!r}: {e}", stacklevel=4)
+
+
+class SelectionCache:
+    """A JSON file of past decisions keyed by ``selection_key``; unreadable files are ignored and rewritten."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or cache_path()
+        self._file = JsonEntries(self.path, CACHE_FORMAT, "selection cache")
+
+    def _read(self) -> dict[str, Any]:
+        return self._file.read()
 
     def get(self, key: str) -> dict[str, Any] | None:
         entry = self._read().get(key)
@@ -63,9 +83,4 @@ class SelectionCache:
     def put(self, key: str, entry: dict[str, Any]) -> None:
         entries = self._read()
         entries[key] = entry
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            blob = json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1, sort_keys=True)
-            atomic_write_bytes(self.path, blob.encode("utf-8"))
-        except OSError as e:  # a read-only cache dir costs a re-measurement next time, nothing more
-            warnings.warn(f"cannot write selection cache {str(self.path)!r}: {e}", stacklevel=3)
+        self._file.write(entries)

@@ -10,17 +10,15 @@ steps) or by ``quatrain bench`` (its warm-up calls). A leaf (core and _cache onl
 
 from __future__ import annotations
 
-import json
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from quatrain import AttentionBackend, Hardware, atomic_write_bytes
+from quatrain import AttentionBackend, Hardware
 
-from ._cache import cache_path
+from ._cache import JsonEntries, cache_path
 
 WARMUP_FILE = "warmups.json"
 WARMUP_FORMAT = "quatrain-warmups/1"
@@ -43,22 +41,10 @@ class WarmupCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_path().with_name(WARMUP_FILE)
+        self._file = JsonEntries(self.path, WARMUP_FORMAT, "warm-up cache", warn_foreign=False)
 
     def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            warnings.warn(f"ignoring unreadable warm-up cache {str(self.path)!r}: {e}", stacklevel=3)
-            return {}
-        if (
-            not isinstance(data, dict)
-            or data.get("format") != WARMUP_FORMAT
-            or not isinstance(data.get("entries"), dict)
-        ):
-            return {}
-        return data["entries"]
+        return self._file.read()
 
     def measured(self, hardware: Hardware, backend: str, mode: str) -> float | None:
         """The last measured warm-up of ``backend`` for steps of kind ``mode`` (``step_kind``) here, or None."""
@@ -80,9 +66,4 @@ class WarmupCache:
             "seconds": round(max(0.0, float(seconds)), 3),
             "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            blob = json.dumps({"format": WARMUP_FORMAT, "entries": entries}, indent=1, sort_keys=True)
-            atomic_write_bytes(self.path, blob.encode("utf-8"))
-        except OSError as e:
-            warnings.warn(f"cannot write warm-up cache {str(self.path)!r}: {e}", stacklevel=3)
+        self._file.write(entries)
