@@ -371,13 +371,19 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
         else:
             raw = (text or "").replace("\\n", "\n").replace(" / ", "\n")
         source = raw.splitlines()
-    chosen = infer_backend(info.config, target, backend=backend, batch_size=max(1, len(source)), need_weights=True,
-                           report=warn)  # fmt: skip
+    chosen = infer_backend(info.config, target, backend=backend, batch_size=max(1, len(source)),
+                           need_weights=plot is not None, report=warn)  # fmt: skip
     model = load(checkpoint, backend=chosen, device=target)
     steps = StepProgress()  # drawn only if the work runs long (Throttled), so short runs print nothing
     try:
         result = reconstruct_lines(
-            model, embeddings, source, unknown=config.unknown, device=target, progress=Throttled(steps)
+            model,
+            embeddings,
+            source,
+            unknown=config.unknown,
+            device=target,
+            progress=Throttled(steps),
+            weights=plot is not None,
         )
     finally:
         steps.close()

@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._batches import Batch
 from ._checkpoint import atomic_write_bytes
 from ._errors import QuatrainError
 from ._metrics import nearest_words
 from ._model import Autoencoder
+from ._trainstep import InferenceStep
 from .data import NEWLINE, DataError, Embeddings, cut_windows, encode_poem, tokenize
 
 
@@ -52,6 +54,7 @@ def reconstruct_lines(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     progress: Callable[[int, int, str], None] | None = None,
+    weights: bool = True,
 ) -> Reconstruction:
     """Reconstruct ``lines`` (one poem) with ``model``, fully autoregressive.
 
@@ -65,6 +68,10 @@ def reconstruct_lines(
         batch_size: windows decoded per forward pass (padded and masked; the result is the same).
         progress: called as ``progress(done, total, label)`` while windows are decoded and while their
             nearest words are searched (a 200k-token file takes minutes on a CPU).
+        weights: also return the attention weights (``Reconstruction.attention``, what ``plot_attention``
+            draws). Without them the windows run through the engine's ``InferenceStep`` (on CUDA replayed
+            from a CUDA graph: windows padded to the window length and groups to ``batch_size`` rows, so
+            every group has one shape), as ``quatrain eval`` does.
 
     Raises:
         DataError: no line holds a token.
@@ -81,18 +88,26 @@ def reconstruct_lines(
     preds: list[Tensor] = []
     attention: list[Tensor] = []
     model.eval()
+    static = torch.device(device).type == "cuda" and not weights  # one shape per group, so one graph
+    step = None if weights else InferenceStep(model, cuda_graph=static, warmup=1)
     with torch.no_grad():
         for first in range(0, len(windows), batch_size):
             group = windows[first : first + batch_size]
-            lengths = torch.tensor([len(w) for w in group], device=device)
-            longest = int(lengths.max())
-            padded = torch.tensor([w + [newline] * (longest - len(w)) for w in group], device=device)
+            sizes = [len(w) for w in group] + [0] * (batch_size - len(group) if static else 0)  # empty rows
+            lengths = torch.tensor(sizes, device=device)
+            longest = (max_len or model.config.max_len) if static else max(sizes)
+            padded = torch.tensor([w + [newline] * (longest - len(w)) for w in group] + [[newline] * longest] *
+                                  (len(sizes) - len(group)), device=device)  # fmt: skip
             x = table[padded]  # (B, T, E)
             mask = torch.arange(longest, device=device)[None, :] < lengths[:, None]
-            out = model(x, mask, teacher_forcing=0.0, need_weights=model.config.attention != "none")
+            if step is not None:
+                recon = step.run(Batch(x=x, mask=mask, tokens=sum(sizes), rows=len(group)))
+            else:
+                out = model(x, mask, teacher_forcing=0.0, need_weights=model.config.attention != "none")
+                recon = out.reconstruction
             for row, window in enumerate(group):
-                preds.append(out.reconstruction[row, : len(window)].float())
-                if out.attention is not None:  # (T, S) of this window, averaged over heads
+                preds.append(recon[row, : len(window)].float())
+                if step is None and out.attention is not None:  # (T, S) of this window, averaged over heads
                     attention.append(out.attention[row, :, : len(window), : len(window)].float().mean(dim=0).cpu())
             if progress is not None:
                 progress(first + len(group), len(windows), "decoding windows")

@@ -31,3 +31,25 @@ def test_batched_windows_reconstruct_like_one_at_a_time(poetry_files, attention)
     labels = [label for _, _, label in seen]
     assert labels[0] == "decoding windows" and labels[-1] == "searching nearest words"
     assert seen[-1][0] == seen[-1][1] and any(d == t == len(one.windows) for d, t, label in seen if "decoding" in label)
+
+
+@pytest.mark.parametrize("backend", ["naive", "cached-decoder"])
+def test_without_weights_the_engine_reconstructs_like_the_model(poetry_files, backend, monkeypatch):
+    """Issue 11: reconstruct without --plot runs the engine's InferenceStep, with the same result."""
+    _, vectors = poetry_files
+    embeddings = load_embeddings(vectors)
+    model = quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny"), backend=backend).eval()
+    text = [f"the rose {'of night ' * (i % 4)}and the sea" for i in range(12)]
+    runs: list[int] = []
+    original = quatrain.InferenceStep.run
+    monkeypatch.setattr(
+        quatrain.InferenceStep, "run", lambda self, batch: runs.append(batch.rows) or original(self, batch)
+    )
+    plain = reconstruct_lines(model, embeddings, text, batch_size=5, weights=False)
+    assert runs and sum(runs) == len(plain.windows), "every window went through InferenceStep"
+    assert plain.attention == ()
+    full = reconstruct_lines(model, embeddings, text, batch_size=5)
+    assert len(full.attention) == len(full.windows)
+    assert [r.words for r in plain.lines] == [r.words for r in full.lines]
+    for a, b in zip(plain.lines, full.lines, strict=True):
+        assert a.cosine == pytest.approx(b.cosine, abs=1e-5)
