@@ -12,6 +12,16 @@ import quatrain
 from quatrain.registry import load_registry, set_registry
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """Selection decisions and measured warm-ups go to a folder of this test run, never the user's cache: a
+    decision cached by an earlier run on this machine must not change what ``auto`` picks in a test. One folder
+    for the session, so tests still share the decisions they measure (a test may set its own)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUATRAIN_CACHE", str(tmp_path_factory.mktemp("quatrain-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
