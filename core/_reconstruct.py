@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._batches import Batch
+from ._batches import Batcher
 from ._checkpoint import atomic_write_bytes
 from ._errors import QuatrainError
 from ._metrics import nearest_words
@@ -70,7 +70,7 @@ def reconstruct_lines(
             nearest words are searched (a 200k-token file takes minutes on a CPU).
         weights: also return the attention weights (``Reconstruction.attention``, what ``plot_attention``
             draws). Without them the windows run through the engine's ``InferenceStep`` (on CUDA replayed
-            from a CUDA graph: windows padded to the window length and groups to ``batch_size`` rows, so
+            from a CUDA graph: windows padded to the longest one and groups to ``batch_size`` rows, so
             every group has one shape), as ``quatrain eval`` does.
 
     Raises:
@@ -90,20 +90,17 @@ def reconstruct_lines(
     model.eval()
     static = torch.device(device).type == "cuda" and not weights  # one shape per group, so one graph
     step = None if weights else InferenceStep(model, cuda_graph=static, warmup=1)
+    width = max(len(w) for w in windows)
+    ids_host = torch.tensor([w + [newline] * (width - len(w)) for w in windows])  # (N, width)
+    batcher = Batcher(ids_host, torch.tensor([len(w) for w in windows]), table, batch_size=batch_size, static=static)
     with torch.no_grad():
         for first in range(0, len(windows), batch_size):
             group = windows[first : first + batch_size]
-            sizes = [len(w) for w in group] + [0] * (batch_size - len(group) if static else 0)  # empty rows
-            lengths = torch.tensor(sizes, device=device)
-            longest = (max_len or model.config.max_len) if static else max(sizes)
-            padded = torch.tensor([w + [newline] * (longest - len(w)) for w in group] + [[newline] * longest] *
-                                  (len(sizes) - len(group)), device=device)  # fmt: skip
-            x = table[padded]  # (B, T, E)
-            mask = torch.arange(longest, device=device)[None, :] < lengths[:, None]
+            batch = batcher(torch.arange(first, first + len(group)))  # static: padded with empty rows
             if step is not None:
-                recon = step.run(Batch(x=x, mask=mask, tokens=sum(sizes), rows=len(group)))
+                recon = step.run(batch)
             else:
-                out = model(x, mask, teacher_forcing=0.0, need_weights=model.config.attention != "none")
+                out = model(batch.x, batch.mask, teacher_forcing=0.0, need_weights=model.config.attention != "none")
                 recon = out.reconstruction
             for row, window in enumerate(group):
                 preds.append(recon[row, : len(window)].float())
