@@ -28,7 +28,8 @@ def compile_decoder_step(decoder: Any) -> StepFn:
     def run(inp: Any, state: Any, attn_state: Any, position: Any, need_weights: bool = False) -> Any:
         # dynamo keys its cache on the code object, which every decoder (and the bench's compiled baseline)
         # shares; each of train/eval, grad/no-grad, dtype and device is one more entry, and the default limit
-        # of 8 was hit on the H200 (the bench's 'inference: compiled' failed after the baseline's entries).
+        # of 8 was hit on the H200 ('inference: compiled' failed with FailOnRecompileLimitHit after the compiled
+        # baseline's entries: benchmarks/h200-2026-12-02/shakeout/; with 64 it ran: ../cuda-seed-fp32-b32.md).
         with torch._dynamo.config.patch(allow_rnn=True, recompile_limit=RECOMPILE_LIMIT):
             return compiled(inp, state, attn_state, position, need_weights)
 
