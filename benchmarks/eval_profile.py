@@ -70,7 +70,9 @@ def main() -> None:
     found["tokens_per_batch"] = n
     found["nearest_words_per_batch_s"] = _timed(lambda: nearest_words(flat, table, k=5), device)
     found["whole_eval_words_s"] = _timed(
-        lambda: quatrain.evaluate(model, data, args.split, batch_size=args.batch_size, device=device, step=step), device, 3
+        lambda: quatrain.evaluate(model, data, args.split, batch_size=args.batch_size, device=device, step=step),
+        device,
+        3,
     )
     found["whole_eval_no_words_s"] = _timed(
         lambda: quatrain.evaluate(
