@@ -74,6 +74,7 @@ _FIELDS = {
     "seed": "seed",
     "patience": "patience",
     "time_limit": "time_limit",
+    "save_every": "save_every",
     "device": "device",
 }
 
@@ -154,6 +155,13 @@ _FIELDS = {
 )
 @click.option("--patience", type=click.IntRange(min=0), default=5, show_default=True, help="0: no early stopping.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="Minutes.")
+@click.option(
+    "--save-every",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between writes of the best checkpoint and the state (and after the last epoch); 0: every epoch.",
+)
 @click.option("--device", default="auto", show_default=True, callback=check_device, help=DEVICE_HELP)
 @click.option(
     "--out",
@@ -175,7 +183,7 @@ _FIELDS = {
 @click.pass_context
 def train(ctx: click.Context, preset: str | None, config_file: str | None, out: Path | None, resume: Path | None,
           force: bool, summary: bool, nproc: int | None, as_json: bool, **options: Any) -> None:  # fmt: skip
-    """Train an autoencoder on poetry; checkpoint, state and a JSON-lines log are written each epoch.
+    """Train an autoencoder on poetry; the log is written each epoch, checkpoint and state every --save-every s.
 
     Also runs as one rank of ``torchrun --nproc-per-node N -m quatrain train ...`` (only rank 0 writes and
     reports)."""

@@ -117,13 +117,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def save(model: Autoencoder, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
+def save(
+    model: Autoencoder,
+    path: str | os.PathLike[str],
+    extra: Mapping[str, Any] | None = None,
+    *,
+    weights: Mapping[str, Tensor] | None = None,
+) -> Path:
     """Save ``model``'s weights and everything needed to rebuild it, atomically.
 
     Args:
         model: the autoencoder.
         path: destination ``.safetensors`` file; its folder must exist.
         extra: more metadata (e.g. training recipe, metrics); values are stored as JSON.
+        weights: a snapshot of ``model.state_dict()`` taken earlier, saved instead of the current weights
+            (the trainer keeps its best epoch's so until it is written).
 
     Returns:
         The path written.
@@ -131,7 +139,8 @@ def save(model: Autoencoder, path: str | os.PathLike[str], extra: Mapping[str, A
     path = Path(path)
     if not path.parent.is_dir():
         raise CheckpointError(f"cannot save to {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = model.state_dict() if weights is None else weights
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     meta = {
         "format": FORMAT,
         "quatrain_version": quatrain_version(),

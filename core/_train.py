@@ -80,11 +80,12 @@ def train(
     on_epoch: EpochCallback | None = None,
     choose_backend: BackendChooser | None = None,
 ) -> TrainResult:
-    """Train an autoencoder on ``config``'s corpus through the step engine, writing checkpoints each epoch.
+    """Train an autoencoder on ``config``'s corpus through the step engine, writing checkpoints as it goes.
 
     Writes, atomically: ``out`` (the best model so far by validation loss, with the recipe, the split and
-    its metrics in its metadata), ``<out stem>.state.safetensors`` (the last epoch's model, optimiser
-    and RNG states, for ``resume``) and ``<out stem>.log.jsonl`` (one JSON line per epoch).
+    its metrics in its metadata) and ``<out stem>.state.safetensors`` (the model, optimiser and RNG states
+    of the epoch written, for ``resume``), both at most every ``config.save_every`` seconds and after the
+    last epoch; and ``<out stem>.log.jsonl`` (one JSON line per epoch) after every epoch.
 
     Args:
         config: the recipe.
@@ -203,8 +204,9 @@ def _train(
             share = int(token_total[rows].sum()) / int(token_total[together].sum()) if ctx.is_distributed else None
             yield batcher(rows, share)
 
-    began = time.monotonic()
+    began = saved_at = time.monotonic()
     stop_reason = "epochs"
+    pending: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # the best epoch, not yet written
     for epoch in range(start_epoch, config.epochs + 1):
         tf = schedule.at(epoch)
         step.set_teacher_forcing(tf)
@@ -254,33 +256,41 @@ def _train(
         if improved:
             best = {"epoch": epoch, "val_loss": val["loss"]}
             bad_epochs = 0
+            if ctx.is_main:  # kept on the device until written
+                metrics = {k: v for k, v in record.items() if k not in ("backend", "device", "engine")}
+                extra = {"train": config.to_dict(), "data": data_meta, "data_summary": data.summary, "epoch": epoch}
+                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                pending = (weights, {**extra, "metrics": metrics})
         else:
             bad_epochs += 1
-        rng = rng_tensors(ctx)
-        if improved and ctx.is_main:
-            metrics = {k: v for k, v in record.items() if k not in ("backend", "device", "engine")}
-            extra = {"train": config.to_dict(), "data": data_meta, "data_summary": data.summary, "epoch": epoch}
-            save_checkpoint(model, ckpt_path, extra={**extra, "metrics": metrics})
-        if ctx.is_main:
-            write_log(log_path, history)
-            meta = {
-                "train": config.to_dict(),
-                "data": data_meta,
-                "epoch": epoch,
-                "backend": model.backend,
-                "history": history,
-                "best": best,
-                "bad_epochs": bad_epochs,
-            }
-            write_state(state_path, model, step.optimizer, rng, meta)
-        if on_epoch is not None:
-            on_epoch(record)
         stop: str | None = None
         if config.patience and bad_epochs >= config.patience:
             stop = "early-stopping"
         elif config.time_limit is not None and time.monotonic() - began >= config.time_limit * 60:
             stop = "time-limit" if epoch < config.epochs else "epochs"
-        stop = broadcast_from_main(ctx, stop)  # every rank stops after the same epoch (rank 0's clock)
+        due = stop is not None or epoch == config.epochs or time.monotonic() - saved_at >= config.save_every
+        stop, due = broadcast_from_main(ctx, (stop, due))  # every rank follows rank 0's clock
+        rng = rng_tensors(ctx) if due else {}  # a collective under torchrun
+        if ctx.is_main:
+            write_log(log_path, history)
+            if due:
+                if pending is not None:
+                    save_checkpoint(model, ckpt_path, extra=pending[1], weights=pending[0])
+                    pending = None
+                meta = {
+                    "train": config.to_dict(),
+                    "data": data_meta,
+                    "epoch": epoch,
+                    "backend": model.backend,
+                    "history": history,
+                    "best": best,
+                    "bad_epochs": bad_epochs,
+                }
+                write_state(state_path, model, step.optimizer, rng, meta)
+        if due:
+            saved_at = time.monotonic()
+        if on_epoch is not None:
+            on_epoch(record)
         if stop is not None:
             stop_reason = stop
             break

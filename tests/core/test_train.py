@@ -106,6 +106,35 @@ def test_early_stopping_on_validation_loss(poetry_files, data, tmp_path, monkeyp
     assert json.loads(quatrain.read_info(result.checkpoint).metadata["epoch"]) == 2  # the best one is kept
 
 
+def test_save_every_defers_the_writes_and_keeps_the_best_epoch(poetry_files, data, tmp_path, monkeypatch):
+    """With a long --save-every the best epoch's weights wait on the device and are written after the last
+    epoch: the same checkpoint as writing after every epoch, and the state written once."""
+    import quatrain._train as trainer
+
+    losses = iter([0.5, 0.4, 0.45] * 2)
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: {**real(*a, **k), "loss": next(losses)})
+    written = []
+    real_write = trainer.write_state
+    monkeypatch.setattr(trainer, "write_state", lambda *a, **k: written.append(a[-1]["epoch"]) or real_write(*a, **k))
+    each = train(_config(poetry_files, epochs=3, save_every=0), tmp_path / "each.safetensors", data=data)
+    assert written == [1, 2, 3]
+    seen = []
+    late = train(
+        _config(poetry_files, epochs=3, save_every=1e9),
+        tmp_path / "late.safetensors",
+        data=data,
+        on_epoch=lambda r: seen.append(paths_for(tmp_path / "late.safetensors")[0].exists()),
+    )
+    assert written == [1, 2, 3, 3] and seen == [False, False, True]
+    assert each.best_epoch == late.best_epoch == 2
+    a, b = quatrain.load(each.checkpoint), quatrain.load(late.checkpoint)
+    assert json.loads(quatrain.read_info(late.checkpoint).metadata["epoch"]) == 2
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    assert not torch.equal(next(iter(late.model.state_dict().values())), next(iter(b.state_dict().values())))
+
+
 def test_time_limit_stops_after_the_epoch_that_crosses_it(poetry_files, data, tmp_path):
     result = train(_config(poetry_files, epochs=5, time_limit=1e-6), tmp_path / "m.safetensors", data=data)
     assert result.stop_reason == "time-limit" and len(result.history) == 1
