@@ -22,6 +22,8 @@ class Batch:
     rows: int
     weight: Tensor | None = None
     """0-d factor of this rank's loss in a distributed job (its share of the step's tokens)."""
+    ids: Tensor | None = None
+    """(B, T) the words' indices into the embedding table (``Batcher`` batches; evaluation reads them)."""
 
     @classmethod
     def of(cls, x: Tensor, mask: Tensor) -> Batch:
@@ -65,19 +67,75 @@ class Batcher:
         self.device = table.device
         self._pin = self.device.type == "cuda"
 
-    def _put(self, t: Tensor) -> Tensor:
+    def put(self, t: Tensor) -> Tensor:
+        """A host tensor on the device, copied without a sync on CUDA (through pinned memory)."""
         return t.pin_memory().to(self.device, non_blocking=True) if self._pin else t.to(self.device)
+
+    def shape_of(self, count: int, longest: int) -> tuple[int, int]:
+        """(rows, length) of the batch ``__call__`` makes from ``count`` windows, the longest ``longest``."""
+        if not self.static:
+            return count, longest
+        return max(count, self.batch_size), next((b for b in self.buckets if b >= longest), longest)
 
     def __call__(self, rows: Tensor, weight: float | None = None) -> Batch:
         lengths = self.lengths[rows].long()
-        longest = int(lengths.max()) if len(rows) else 1
-        T = next((b for b in self.buckets if b >= longest), longest) if self.static else longest
+        _, T = self.shape_of(len(rows), int(lengths.max()) if len(rows) else 1)
         ids = self.ids[rows, :T].long()
         if self.static and len(rows) < self.batch_size:  # empty rows: mask all False, zero loss weight
             pad = self.batch_size - len(rows)
             ids = torch.cat([ids, ids.new_zeros(pad, T)])
             lengths = torch.cat([lengths, lengths.new_zeros(pad)])
         mask = torch.arange(T)[None, :] < lengths[:, None]
-        ids_d, mask_d = self._put(ids), self._put(mask)
-        w = None if weight is None else self._put(torch.tensor(weight, dtype=torch.float32))
-        return Batch(x=self.table[ids_d], mask=mask_d, tokens=int(lengths.sum()), rows=len(rows), weight=w)
+        ids_d, mask_d = self.put(ids), self.put(mask)
+        w = None if weight is None else self.put(torch.tensor(weight, dtype=torch.float32))
+        tokens = int(lengths.sum())
+        return Batch(x=self.table[ids_d], mask=mask_d, tokens=tokens, rows=len(rows), weight=w, ids=ids_d)
+
+
+class SplitBatches:
+    """One split's batches in order, for evaluation: the windows' ids and mask are put on the device once,
+    so each batch is a slice (no host work, no copy, no sync per batch) and a gather from the table.
+
+    Args:
+        ids, lengths: the split's windows (N, max_len) and lengths (N,), on the host.
+        rows: which windows, in order (a distributed rank's share; default all).
+        table: (V, E) embedding vectors on the device.
+        batch_size: rows per batch.
+        static: pad the last batch with empty rows and every window to ``max_len`` (one captured shape);
+            otherwise trim each batch to its longest window.
+    """
+
+    def __init__(
+        self, ids: Tensor, lengths: Tensor, table: Tensor, *, batch_size: int, static: bool, rows: Tensor | None = None
+    ) -> None:
+        if rows is not None:
+            ids, lengths = ids[rows], lengths[rows]
+        self.count, self.batch_size, self.static, self.table = len(lengths), batch_size, static, table
+        self.lengths = lengths.long()
+        total = -(-self.count // batch_size) * batch_size if static else self.count
+        padded = torch.zeros(total, ids.shape[1], dtype=torch.int32)
+        padded[: self.count] = ids
+        full = torch.cat([self.lengths, self.lengths.new_zeros(total - self.count)])
+        self.mask_host = torch.arange(ids.shape[1])[None, :] < full[:, None]
+        self.ids = padded.to(table.device)
+        self.mask = self.mask_host.to(table.device)
+
+    def __len__(self) -> int:
+        return -(-self.count // self.batch_size)
+
+    def span(self, i: int) -> tuple[int, int, int]:
+        """(first row, rows run, length) of batch ``i`` (rows include the empty ones of a static batch)."""
+        first = i * self.batch_size
+        real = self.lengths[first : first + self.batch_size]
+        run = self.batch_size if self.static else len(real)
+        return first, run, self.ids.shape[1] if self.static else max(1, int(real.max()))
+
+    def __getitem__(self, i: int) -> Batch:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        first, run, T = self.span(i)
+        ids = self.ids[first : first + run, :T]
+        real = self.lengths[first : first + self.batch_size]
+        return Batch(
+            x=self.table[ids], mask=self.mask[first : first + run, :T], tokens=int(real.sum()), rows=len(real), ids=ids
+        )

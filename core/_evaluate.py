@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._batches import Batcher
+from ._batches import Batch, SplitBatches
 from ._checkpoint import read_info
 from ._distributed import DistContext, all_reduce_sum
 from ._errors import CheckpointError, ConfigError
 from ._loss import reconstruction_loss
-from ._metrics import nearest_words
+from ._metrics import word_ranks
 from ._model import Autoencoder
 from ._recipe import TrainConfig, prepare_data, resolve_device
 from ._trainstep import InferenceStep, autocast, synchronize
@@ -37,42 +37,68 @@ def _word_sample(mask: Tensor, count: int, seed: int) -> Tensor:
 
 
 class _Sums:
-    """Token-weighted metric sums on the device (no read until ``result``); counts known on the host."""
+    """Token-weighted metric sums kept on the device (read once, by ``result``); counts known on the host.
 
-    def __init__(self, length: int, device: torch.device, vocabulary: Tensor | None) -> None:
+    On CUDA the sums run on a side stream, so the word search of one batch overlaps the next batch's decode
+    (a replayed graph of small kernels that leaves most of the GPU idle).
+    """
+
+    def __init__(self, batches: SplitBatches, vocabulary: Tensor | None, sample: Tensor | None) -> None:
+        device = batches.table.device
         acc = torch.float32 if device.type == "mps" else torch.float64
-        self.device = device
+        self.device, self.batches = device, batches
         self.scalars = torch.zeros(4, dtype=acc, device=device)  # loss x tokens, cosine, top-1, top-5
+        length = batches.mask.shape[1]
         self.position = torch.zeros(length, dtype=acc, device=device)
-        self.position_count = torch.zeros(length, dtype=torch.long)
-        self.tokens = 0
-        self.word_tokens = 0
+        self.position_count = batches.mask_host.sum(dim=0).tolist()
+        self.tokens = int(batches.lengths.sum())
         self.vocabulary = F.normalize(vocabulary.float(), dim=-1, eps=1e-8) if vocabulary is not None else None
+        self.word_tokens = 0
+        self.where: list[Tensor] = []  # per batch: its word-search positions, flat in (rows x length)
+        if self.vocabulary is not None and sample is not None:
+            chosen = torch.zeros_like(batches.mask_host)
+            chosen[: len(sample)] = sample
+            for i in range(len(batches)):
+                first, run, T = batches.span(i)
+                flat = torch.nonzero(chosen[first : first + run, :T].flatten()).squeeze(1)
+                self.where.append(flat)
+            self.word_tokens = sum(len(w) for w in self.where)
+            offsets = torch.cumsum(torch.tensor([0] + [len(w) for w in self.where]), 0).tolist()
+            joined = torch.cat(self.where).to(device) if self.where else torch.zeros(0, dtype=torch.long)
+            self.where = [joined[offsets[i] : offsets[i + 1]] for i in range(len(self.where))]
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    def add(self, pred: Tensor, x: Tensor, mask: Tensor, lengths: Tensor, ids: Tensor, chosen: Tensor | None) -> None:
-        T = mask.shape[1]
-        tokens = int(lengths.sum())
-        weight = mask.to(self.scalars.dtype)
-        cos = F.cosine_similarity(pred.float(), x.float(), dim=-1, eps=1e-8).to(self.scalars.dtype) * weight
-        self.scalars[0] += reconstruction_loss(pred.float(), x.float(), mask).to(self.scalars.dtype) * tokens
+    def add(self, i: int, pred: Tensor, batch: Batch) -> None:
+        if self.stream is None:
+            self._add(i, pred, batch)
+            return
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        for t in (pred, batch.x, batch.mask):
+            t.record_stream(self.stream)  # made on the main stream, read on this one
+        with torch.cuda.stream(self.stream):
+            self._add(i, pred, batch)
+
+    def _add(self, i: int, pred: Tensor, batch: Batch) -> None:
+        T = batch.mask.shape[1]
+        weight = batch.mask.to(self.scalars.dtype)
+        cos = F.cosine_similarity(pred.float(), batch.x.float(), dim=-1, eps=1e-8).to(self.scalars.dtype) * weight
+        loss = reconstruction_loss(pred.float(), batch.x.float(), batch.mask).to(self.scalars.dtype)
+        self.scalars[0] += loss * batch.tokens
         self.scalars[1] += cos.sum()
         self.position[:T] += cos.sum(dim=0)
-        self.position_count[:T] += (torch.arange(T)[None, :] < lengths[:, None]).sum(dim=0)
-        self.tokens += tokens
-        if self.vocabulary is not None and chosen is not None:
-            where = torch.nonzero(chosen.flatten()).squeeze(1)  # host: positions in the (B, T) batch
-            if len(where):
-                picked = where.to(self.device, non_blocking=True)
-                top = nearest_words(pred.reshape(-1, pred.shape[-1])[picked], self.vocabulary, k=5)
-                truth = ids.reshape(-1)[where].to(self.device, non_blocking=True)[:, None]
-                self.scalars[2] += (top[:, :1] == truth).sum()
-                self.scalars[3] += (top == truth).any(dim=1).sum()
-                self.word_tokens += len(where)
+        if self.vocabulary is not None and self.where and len(self.where[i]) and batch.ids is not None:
+            where = self.where[i]
+            flat = pred.reshape(-1, pred.shape[-1]).index_select(0, where)
+            ranks = word_ranks(flat, self.vocabulary, batch.ids.reshape(-1).index_select(0, where))
+            self.scalars[2] += (ranks == 0).sum()
+            self.scalars[3] += (ranks < 5).sum()
 
     def result(self, dist: DistContext | None) -> dict[str, Any]:
+        if self.stream is not None:
+            torch.cuda.current_stream(self.device).wait_stream(self.stream)
         values = self.scalars.tolist()
         positions = self.position.tolist()
-        counts = [float(c) for c in self.position_count.tolist()]
+        counts = [float(c) for c in self.position_count]
         head = [float(self.tokens), float(self.word_tokens), *values]
         if dist is not None and dist.is_distributed:
             head, positions, counts = (all_reduce_sum(dist, v) for v in (head, positions, counts))
@@ -126,47 +152,50 @@ def evaluate(
 
     Returns:
         {'split', 'windows', 'tokens', 'loss', 'cosine', 'word_top1', 'word_top5', 'word_tokens',
-        'per_position_cosine', 'teacher_forcing', 'seconds', 'seq_per_s'}; 'seconds' is the decode and
-        metric loop, device-synchronised.
+        'per_position_cosine', 'teacher_forcing', 'setup_seconds', 'seconds', 'seq_per_s'}: 'setup_seconds'
+        is the step's warm-up and CUDA-graph capture before the first batch (0 off CUDA or when ``step``
+        has its graph already), 'seconds' the decode and metric loop after it, device-synchronised, and
+        'seq_per_s' this rank's windows over 'seconds'.
     """
     if split not in data.windows:
         raise ConfigError(f"unknown split {split!r}; splits: {', '.join(data.windows)}")
     windows = data.windows[split]
     device = torch.device(device) if device is not None else next(model.parameters()).device
     table = torch.from_numpy(data.embeddings.vectors).to(device)
-    sums = _Sums(windows.ids.shape[1], device, table if words else None)
-    sample = _word_sample(windows.mask, word_sample, data.seed) if words else None
-    rows = torch.arange(len(windows))
+    rows = None
     if dist is not None and dist.is_distributed:
-        rows = rows[dist.rank :: dist.world_size]
+        rows = torch.arange(len(windows))[dist.rank :: dist.world_size]
     static = device.type == "cuda"
-    batcher = Batcher(windows.ids, windows.lengths, table, batch_size=batch_size, static=static)
+    batches = SplitBatches(windows.ids, windows.lengths, table, batch_size=batch_size, static=static, rows=rows)
+    sample = None
+    if words:
+        sample = _word_sample(windows.mask, word_sample, data.seed)
+        sample = sample[rows] if rows is not None else sample
+    sums = _Sums(batches, table if words else None, sample)
     was_training = model.training
     if step is None and teacher_forcing == 0.0:
         step = InferenceStep(model, cuda_graph=static, warmup=1, precision=precision)  # splits are a few batches
     model.eval()
-    tick = time.perf_counter()
+    setup = 0.0
     try:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            batch = batcher(chunk)
+        if step is not None and teacher_forcing == 0.0 and len(batches):
+            tick = time.perf_counter()
+            if step.prepare(batches[0]):
+                synchronize(device)
+                setup = time.perf_counter() - tick
+        tick = time.perf_counter()
+        for i in range(len(batches)):
+            batch = batches[i]
             if step is not None and teacher_forcing == 0.0:
                 pred = step.run(batch)
             else:
                 with torch.no_grad(), autocast(device, precision):
                     pred = model(batch.x, batch.mask, teacher_forcing=teacher_forcing).reconstruction.float()
-            T = batch.mask.shape[1]
-            lengths = torch.cat([windows.lengths[chunk], windows.lengths.new_zeros(batch.mask.shape[0] - len(chunk))])
-            ids = torch.cat([windows.ids[chunk, :T], windows.ids.new_zeros(batch.mask.shape[0] - len(chunk), T)])
-            chosen = None
-            if sample is not None:
-                chosen = torch.cat([sample[chunk, :T], sample.new_zeros(batch.mask.shape[0] - len(chunk), T)])
-            sums.add(pred, batch.x, batch.mask, lengths, ids, chosen)
-        synchronize(device)
+            sums.add(i, pred, batch)
+        result = sums.result(dist)  # reads the device once
+        seconds = time.perf_counter() - tick
     finally:
         model.train(was_training)
-    seconds = time.perf_counter() - tick
-    result = sums.result(dist)
     return {
         "split": split,
         "windows": len(windows),
@@ -174,8 +203,9 @@ def evaluate(
         "word_tokens": result["word_tokens"] if words else 0,
         "per_position_cosine": result["per_position_cosine"],
         "teacher_forcing": teacher_forcing,
+        "setup_seconds": setup,
         "seconds": seconds,
-        "seq_per_s": len(rows) / max(seconds, 1e-9),
+        "seq_per_s": batches.count / max(seconds, 1e-9),
     }
 
 

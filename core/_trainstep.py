@@ -78,6 +78,14 @@ class _Graphed:
         warnings.warn(message, GraphFallbackWarning, stacklevel=5)
         log.warning(message)
 
+    def pending(self, *inputs: Tensor | None) -> bool:
+        """Whether a call with these inputs would warm up or capture (not replay, not run plainly eagerly)."""
+        x = inputs[0]
+        if not self.want_graph or x is None or not x.is_cuda:
+            return False
+        key = _signature(inputs)
+        return key not in self.graphs and len(self.graphs) < MAX_GRAPHS
+
     def reset(self) -> None:
         """Forget the captured graphs (their recorded work changed, e.g. a new teacher-forcing rate)."""
         self.graphs.clear()
@@ -286,6 +294,17 @@ class InferenceStep(_Step):
     def _forward(self, x: Tensor, mask: Tensor) -> Tensor:
         with torch.no_grad(), autocast(self.device, self.precision):
             return self.model(x, mask, teacher_forcing=0.0).reconstruction.float()
+
+    def prepare(self, batch: Batch) -> bool:
+        """Warm up and capture the graph of this batch's shape now (results discarded), so that every call
+        after it replays; False when there was nothing to do (off CUDA, or captured already)."""
+        worked = False
+        for _ in range(self._runner.warmup + 1):
+            if not self._runner.pending(batch.x, batch.mask):
+                break
+            self.run(batch)
+            worked = True
+        return worked
 
     def run(self, batch: Batch) -> Tensor:
         """The reconstruction of a batch the engine made (no mask check, no host sync)."""

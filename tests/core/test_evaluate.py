@@ -1,0 +1,116 @@
+"""Evaluation: the word-rank count against the top-k search, the split's device-resident batches against the
+engine's Batcher, and ``evaluate``'s sums against the plain per-batch metrics, whatever the batch size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import quatrain
+from quatrain._batches import Batcher, SplitBatches
+from quatrain._evaluate import evaluate
+from quatrain._metrics import ReconstructionMetrics, nearest_words, word_ranks
+from quatrain._trainstep import InferenceStep
+from quatrain.data import build_data, load_corpus, load_embeddings
+
+
+@pytest.fixture(name="data", scope="module")
+def _data(shared_poetry_files):
+    corpus, vectors = shared_poetry_files
+    return build_data(load_corpus(corpus), load_embeddings(vectors), max_len=12, seed=0)
+
+
+@pytest.fixture(name="model", scope="module")
+def _model():
+    torch.manual_seed(0)
+    return quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny"))
+
+
+@pytest.mark.parametrize("budget", [7, 300, 2**25])
+def test_word_ranks_agree_with_the_top_k_search(budget):
+    """Top-1 is rank 0 and top-5 rank < 5, with the vocabulary cut into blocks of any size; the rank is the
+    float64 count of words with a higher cosine."""
+    torch.manual_seed(1)
+    vocab = torch.randn(300, 8)
+    truth = torch.randint(0, 300, (90,))
+    pred = vocab[truth] + torch.linspace(0.0, 1.5, 90)[:, None] * torch.randn(90, 8)  # from exact to far off
+    ranks = word_ranks(pred, F.normalize(vocab, dim=-1), truth, budget=budget)
+    top = nearest_words(pred, vocab, k=5)
+    assert torch.equal(ranks == 0, top[:, 0] == truth)
+    assert torch.equal(ranks < 5, (top == truth[:, None]).any(dim=1))
+    cos = F.normalize(pred.double(), dim=-1) @ F.normalize(vocab.double(), dim=-1).T
+    assert torch.equal(ranks, (cos > cos.gather(1, truth[:, None])).sum(dim=1))
+    assert 0 < int((ranks == 0).sum()) < 90 and int(ranks.max()) > 5  # the cases are mixed
+
+
+def test_a_word_tied_with_the_truth_does_not_count_against_it():
+    vocab = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])  # words 0 and 1 point the same way
+    ranks = word_ranks(torch.tensor([[3.0, 0.1], [3.0, 0.1]]), F.normalize(vocab, dim=-1), torch.tensor([1, 2]))
+    assert ranks.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("static", [True, False], ids=["static", "trimmed"])
+def test_split_batches_equal_the_engine_batcher(data, static):
+    windows = data.windows["train"]
+    table = torch.from_numpy(data.embeddings.vectors)
+    rows = torch.arange(len(windows))[1::2]
+    split = SplitBatches(windows.ids, windows.lengths, table, batch_size=4, static=static, rows=rows)
+    batcher = Batcher(windows.ids, windows.lengths, table, batch_size=4, static=static)
+    assert len(split) == -(-len(rows) // 4) >= 2
+    for i in range(len(split)):
+        a, b = split[i], batcher(rows[4 * i : 4 * i + 4])
+        assert torch.equal(a.x, b.x) and torch.equal(a.mask, b.mask) and torch.equal(a.ids.long(), b.ids)
+        assert (a.tokens, a.rows) == (b.tokens, b.rows)
+
+
+def _reference(model, data, split):
+    """The split's metrics from one eager forward over all of it, summed by ReconstructionMetrics."""
+    windows = data.windows[split]
+    table = torch.from_numpy(data.embeddings.vectors)
+    x, mask = table[windows.ids], windows.mask
+    model.eval()
+    with torch.no_grad():
+        pred = model(x, mask, teacher_forcing=0.0).reconstruction
+    metrics = ReconstructionMetrics(table)
+    metrics.update(pred, x, mask, windows.ids, loss=float(quatrain.reconstruction_loss(pred, x, mask)))
+    return metrics.result()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_evaluate_equals_the_plain_metrics_at_any_batch_size(model, data, batch_size):
+    expected = _reference(model, data, "train")
+    found = evaluate(model, data, "train", batch_size=batch_size)
+    assert found["tokens"] == expected["tokens"] == found["word_tokens"]
+    for key in ("loss", "cosine"):
+        assert found[key] == pytest.approx(expected[key], rel=1e-5)
+    assert (found["word_top1"], found["word_top5"]) == (expected["word_top1"], expected["word_top5"])
+    positions = expected["per_position_cosine"]
+    while positions and positions[-1] is None:  # evaluate lists the positions some window reaches
+        positions = positions[:-1]
+    assert found["per_position_cosine"] == pytest.approx(positions, abs=2e-6)
+    assert found["setup_seconds"] == 0.0 and found["seconds"] > 0  # no capture off CUDA
+
+
+def test_a_word_sample_measures_that_many_tokens(model, data):
+    found = evaluate(model, data, "val", batch_size=3, word_sample=10)
+    assert found["word_tokens"] == 10 and 0.0 <= found["word_top1"] <= found["word_top5"] <= 1.0
+    assert evaluate(model, data, "val", batch_size=5, word_sample=10)["word_top5"] == found["word_top5"]
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@cuda
+def test_graphed_evaluation_equals_the_eager_one(data):
+    """On CUDA the split is decoded by replays of one captured graph (captured before the clock starts) and
+    summed on a side stream; the metrics equal an eager InferenceStep's."""
+    torch.manual_seed(0)
+    model = quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny")).cuda()
+    graphed = evaluate(model, data, "val", batch_size=4)
+    eager = evaluate(model, data, "val", batch_size=4, step=InferenceStep(model, cuda_graph=False))
+    assert graphed["setup_seconds"] > 0 and eager["setup_seconds"] == 0.0
+    for key in ("loss", "cosine", "word_top1", "word_top5"):
+        assert graphed[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-6), key
+    assert graphed["tokens"] == eager["tokens"] == _reference(model.cpu(), data, "val")["tokens"]
