@@ -41,7 +41,7 @@ def main() -> None:
 
     import quatrain
     from quatrain._batches import Batcher
-    from quatrain._metrics import nearest_words
+    from quatrain._metrics import nearest_words, word_ranks
     from quatrain._trainstep import InferenceStep, synchronize
 
     device = torch.device(args.device)
@@ -69,6 +69,17 @@ def main() -> None:
     flat = pred[batch.mask]
     found["tokens_per_batch"] = n
     found["nearest_words_per_batch_s"] = _timed(lambda: nearest_words(flat, table, k=5), device)
+    unit = torch.nn.functional.normalize(table.float(), dim=-1)
+    truth = batch.ids[batch.mask]
+    found["word_ranks_per_batch_s"] = _timed(lambda: word_ranks(flat, unit, truth), device)
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(5):
+            batcher(torch.arange(min(args.batch_size, len(windows))))
+        synchronize(device)
+    found["make_batch_profile"] = prof.key_averages().table(sort_by="cpu_time_total", row_limit=12)
     found["whole_eval_words_s"] = _timed(
         lambda: quatrain.evaluate(model, data, args.split, batch_size=args.batch_size, device=device, step=step),
         device,
@@ -81,7 +92,14 @@ def main() -> None:
         device,
         3,
     )
+    fresh = InferenceStep(model, cuda_graph=device.type == "cuda", warmup=1)
+    for words in (True, False):  # as `quatrain eval` runs it: a new step, captured before the clock
+        result = quatrain.evaluate(model, data, args.split, batch_size=args.batch_size, device=device, words=words,
+                                   step=fresh if words else None)  # fmt: skip
+        found[f"evaluate_words_{words}"] = {k: result[k] for k in ("setup_seconds", "seconds", "seq_per_s")}
+    table_text = found.pop("make_batch_profile")
     print(json.dumps(found, indent=1))
+    print(table_text)
 
 
 if __name__ == "__main__":

@@ -60,31 +60,46 @@ def nearest_words(
     return torch.cat(out)
 
 
-def word_ranks(pred: Tensor, unit_vocabulary: Tensor, truth: Tensor, *, budget: int | None = None) -> Tensor:
+def word_ranks(
+    pred: Tensor,
+    unit_vocabulary: Tensor,
+    truth: Tensor,
+    *,
+    cap: int = 5,
+    budget: int | None = None,
+    count: bool | None = None,
+) -> Tensor:
     """For each row of ``pred`` (N, E), how many vocabulary words have a higher cosine to it than its true
-    word ``truth`` (N,): 0 means the true word is the nearest (top-1), below 5 that it is in the top 5.
+    word ``truth`` (N,), capped at ``cap``: 0 means the true word is the nearest (top-1), below 5 that it is
+    in the top 5.
 
-    The count replaces a top-k search where only the true word's place matters: one product and one
-    comparison per block, no sort and no read back to the host (evaluation keeps its sums on the device).
-    A word tied with the true one does not count against it (a top-k search would break the tie by index).
+    Where only the true word's place matters this replaces a top-k search of word indices, and nothing is
+    read back to the host (evaluation keeps its sums on the device). A word tied with the true one does not
+    count against it (a top-k search would break the tie by index).
 
     Args:
         pred: predicted vectors (N, E).
         unit_vocabulary: (V, E) unit-normalised word vectors.
         truth: (N,) indices of the true words into the vocabulary.
+        cap: the largest rank told apart.
         budget: scores alive at once (working memory: 4 bytes each); default 2**25 (128 MB) on the CPU
             and 2**27 on a GPU.
+        count: count the higher words in each block (default on a GPU: one comparison and one sum), or
+            else keep the ``cap`` best scores of the other words (default on the CPU, where a top-k of a
+            block is cheaper than counting it). Both give the same ranks.
     """
     if budget is None:
         budget = 2**27 if pred.is_cuda else 2**25
-    V = unit_vocabulary.shape[0]
+    by_count = pred.is_cuda if count is None else count
+    V, N = unit_vocabulary.shape[0], pred.shape[0]
     q = F.normalize(pred.float(), dim=-1, eps=1e-8)
     truth = truth.long()
     mine = (q * unit_vocabulary[truth]).sum(dim=-1)  # (N,) the true word's cosine
-    ranks = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    block = max(1, min(V, budget // max(1, min(q.shape[0], 4096))))
+    ranks = torch.zeros(N, dtype=torch.long, device=q.device)
+    best = torch.full((N, cap), float("-inf"), device=q.device)  # the other words' highest cosines
+    block = max(1, min(V, budget // max(1, min(N, 4096))))
     chunk = max(1, budget // block)
-    for start in range(0, q.shape[0], chunk):
+    for start in range(0, N, chunk):
         rows = slice(start, start + chunk)
         for first in range(0, V, block):
             scores = torch.mm(q[rows], unit_vocabulary[first : first + block].T)  # (chunk, block)
@@ -93,9 +108,15 @@ def word_ranks(pred: Tensor, unit_vocabulary: Tensor, truth: Tensor, *, budget: 
             at = local.clamp(0, scores.shape[1] - 1)[:, None]
             # the true word never outranks itself, whatever the product rounded its own score to
             scores.scatter_(1, at, torch.where(inside[:, None], float("-inf"), scores.gather(1, at)))
-            ranks[rows] += (scores > mine[rows, None]).sum(dim=1)
+            if by_count:
+                ranks[rows] += (scores > mine[rows, None]).sum(dim=1)
+            else:
+                top = scores.topk(min(cap, scores.shape[1]), dim=1).values
+                best[rows] = torch.cat([best[rows], top], dim=1).topk(cap, dim=1).values
             del scores
-    return ranks
+    if not by_count:
+        ranks = (best > mine[:, None]).sum(dim=1)
+    return ranks.clamp_(max=cap)
 
 
 class ReconstructionMetrics:
