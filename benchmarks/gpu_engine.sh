@@ -30,7 +30,7 @@ $PY -c "import torch, quatrain; print('torch', torch.__version__, 'cuda', torch.
 
 if [ "$DEVICE" = cuda ] && [ -z "${SKIP_TESTS:-}" ]; then
   stamp "cuda tests"
-  timeout 180 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py tests/core/test_train.py 2>&1 \
+  timeout 180 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py tests/core/test_evaluate.py tests/core/test_train.py 2>&1 \
     | tail -15 | tee "$OUT/gpu-tests.txt"
 fi
 
