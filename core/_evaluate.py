@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -41,8 +39,8 @@ def _word_sample(mask: Tensor, count: int, seed: int) -> Tensor:
 class _Sums:
     """Token-weighted metric sums kept on the device (read once, by ``result``); counts known on the host.
 
-    On CUDA the sums run on a side stream, so the word search of one batch overlaps the next batch's decode
-    (a replayed graph of small kernels that leaves most of the GPU idle).
+    The word search stays on the decode's stream: run on a side stream on the H200 it did not overlap the
+    next batch's replay (benchmarks/h200-2026-12-02b/README.md), so the two streams only added hazards.
     """
 
     def __init__(self, batches: SplitBatches, vocabulary: Tensor | None, sample: Tensor | None) -> None:
@@ -68,19 +66,8 @@ class _Sums:
             offsets = torch.cumsum(torch.tensor([0] + [len(w) for w in self.where]), 0).tolist()
             joined = torch.cat(self.where).to(device) if self.where else torch.zeros(0, dtype=torch.long)
             self.where = [joined[offsets[i] : offsets[i + 1]] for i in range(len(self.where))]
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def add(self, i: int, pred: Tensor, batch: Batch) -> None:
-        if self.stream is None:
-            self._add(i, pred, batch)
-            return
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))
-        for t in (pred, batch.x, batch.mask):
-            t.record_stream(self.stream)  # made on the main stream, read on this one
-        with torch.cuda.stream(self.stream):
-            self._add(i, pred, batch)
-
-    def _add(self, i: int, pred: Tensor, batch: Batch) -> None:
         T = batch.mask.shape[1]
         weight = batch.mask.to(self.scalars.dtype)
         cos = F.cosine_similarity(pred.float(), batch.x.float(), dim=-1, eps=1e-8).to(self.scalars.dtype) * weight
@@ -96,8 +83,6 @@ class _Sums:
             self.scalars[3] += (ranks < 5).sum()
 
     def result(self, dist: DistContext | None) -> dict[str, Any]:
-        if self.stream is not None:
-            torch.cuda.current_stream(self.device).wait_stream(self.stream)
         values = self.scalars.tolist()
         positions = self.position.tolist()
         counts = [float(c) for c in self.position_count]
@@ -118,21 +103,6 @@ class _Sums:
                 :keep
             ],
         }
-
-
-@contextmanager
-def _decode_stream(device: torch.device) -> Iterator[None]:
-    """On CUDA, decode on a high-priority stream: the GPU's scheduler then runs the decode's chain of small
-    kernels first whenever the word search (on the low-priority side stream of ``_Sums``) holds the SMs."""
-    if device.type != "cuda":
-        yield
-        return
-    main = torch.cuda.current_stream(device)
-    stream = torch.cuda.Stream(device, priority=-1)
-    stream.wait_stream(main)
-    with torch.cuda.stream(stream):
-        yield
-    main.wait_stream(stream)
 
 
 def evaluate(
@@ -201,16 +171,15 @@ def evaluate(
                 synchronize(device)
                 setup = time.perf_counter() - tick
         tick = time.perf_counter()
-        with _decode_stream(device):
-            for i in range(len(batches)):
-                batch = batches[i]
-                if step is not None and teacher_forcing == 0.0:
-                    pred = step.run(batch)
-                else:
-                    with torch.no_grad(), autocast(device, precision):
-                        pred = model(batch.x, batch.mask, teacher_forcing=teacher_forcing).reconstruction.float()
-                sums.add(i, pred, batch)
-            result = sums.result(dist)  # reads the device once
+        for i in range(len(batches)):
+            batch = batches[i]
+            if step is not None and teacher_forcing == 0.0:
+                pred = step.run(batch)
+            else:
+                with torch.no_grad(), autocast(device, precision):
+                    pred = model(batch.x, batch.mask, teacher_forcing=teacher_forcing).reconstruction.float()
+            sums.add(i, pred, batch)
+        result = sums.result(dist)  # reads the device once
         seconds = time.perf_counter() - tick
     finally:
         model.train(was_training)

@@ -107,7 +107,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @cuda
 def test_graphed_evaluation_equals_the_eager_one(data):
     """On CUDA the split is decoded by replays of one captured graph (captured before the clock starts) and
-    summed on a side stream; the metrics equal an eager InferenceStep's."""
+    the metrics equal an eager InferenceStep's."""
     torch.manual_seed(0)
     model = quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny")).cuda()
     graphed = evaluate(model, data, "val", batch_size=4)
