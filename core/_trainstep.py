@@ -81,10 +81,8 @@ class _Graphed:
     def pending(self, *inputs: Tensor | None) -> bool:
         """Whether a call with these inputs would warm up or capture (not replay, not run plainly eagerly)."""
         x = inputs[0]
-        if not self.want_graph or x is None or not x.is_cuda:
-            return False
-        key = _signature(inputs)
-        return key not in self.graphs and len(self.graphs) < MAX_GRAPHS
+        wanted = self.want_graph and x is not None and x.is_cuda
+        return wanted and _signature(inputs) not in self.graphs and len(self.graphs) < MAX_GRAPHS
 
     def reset(self) -> None:
         """Forget the captured graphs (their recorded work changed, e.g. a new teacher-forcing rate)."""
@@ -298,13 +296,11 @@ class InferenceStep(_Step):
     def prepare(self, batch: Batch) -> bool:
         """Warm up and capture the graph of this batch's shape now (results discarded), so that every call
         after it replays; False when there was nothing to do (off CUDA, or captured already)."""
-        worked = False
-        for _ in range(self._runner.warmup + 1):
-            if not self._runner.pending(batch.x, batch.mask):
-                break
+        calls = 0
+        while calls <= self._runner.warmup and self._runner.pending(batch.x, batch.mask):
             self.run(batch)
-            worked = True
-        return worked
+            calls += 1
+        return calls > 0
 
     def run(self, batch: Batch) -> Tensor:
         """The reconstruction of a batch the engine made (no mask check, no host sync)."""
