@@ -384,6 +384,8 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
     chosen = infer_backend(info.config, target, backend=backend, batch_size=max(1, len(source)),
                            need_weights=plot is not None, report=warn)  # fmt: skip
     model = load(checkpoint, backend=chosen, device=target)
+    if plot is not None and target.type == "cuda":
+        warn("reconstruct: decoding eagerly, not from a CUDA graph: --plot needs the attention weights")
     steps = StepProgress()  # drawn only if the work runs long (Throttled), so short runs print nothing
     try:
         result = reconstruct_lines(
