@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import quatrain
-from quatrain._model import rnn_cell_step, sinusoids
+from quatrain._rnn import rnn_cell_step, sinusoids
 
 RNNS = ["lstm", "gru", "rnn"]
 
