@@ -107,11 +107,19 @@ class AttentionBackend(nn.Module):
     ``Q = q Wq^T, K = M Wk^T, V = M Wv^T``, heads merged, then ``Wo``; a query whose keys are all
     masked gives a zero context, never NaN. Subclasses set ``name`` and ``capabilities``, create
     their parameters (their layout) in ``__init__(hidden_size, num_heads)``, and implement
-    ``prepare`` and ``step``; ``parallel`` and ``wrap_step`` are optional.
+    ``prepare`` and ``step``; ``parallel``, ``wrap_step`` and the output fold are optional.
+
+    The output fold: a backend whose ``step``/``parallel`` end in a bias-free linear map of the heads'
+    merged contexts names that ``nn.Linear`` in ``output_weight`` and returns the merged contexts, before
+    it, from ``step_context``/``parallel_context``. The decoder then multiplies that weight into its
+    integration layer once per decode, instead of applying it at every step (same function, one matrix
+    product fewer per step; its gradients flow through the folded product).
     """
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    output_weight: ClassVar[str | None] = None
+    """Attribute name of the bias-free ``nn.Linear`` (H -> H) applied last, for the output fold; None: none."""
 
     def __init__(self, hidden_size: int, num_heads: int) -> None:
         super().__init__()
@@ -172,6 +180,14 @@ class AttentionBackend(nn.Module):
         Only called when ``capabilities.parallel_decode`` is true.
         """
         raise NotImplementedError(f"backend {self.name!r} has no parallel path")
+
+    def step_context(self, query: Tensor, state: Any) -> Tensor:
+        """``step``'s output before ``output_weight``: the heads' merged contexts (B, H) (the output fold)."""
+        raise NotImplementedError(f"backend {self.name!r} declares no output fold")
+
+    def parallel_context(self, queries: Tensor, state: Any) -> Tensor:
+        """``parallel``'s output before ``output_weight`` (B, T, H) (the output fold)."""
+        raise NotImplementedError(f"backend {self.name!r} declares no output fold")
 
     def wrap_step(self, step: StepFn) -> StepFn:
         """Return the whole decoder step (RNN cell, attention, integration, output) as this backend

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._config import ModelConfig
@@ -13,6 +14,15 @@ from ._contract import AttentionBackend, StepFn
 from ._errors import ConfigError
 from ._resolve import convert_layout, resolve_backend
 from ._rnn import make_rnn, rnn_cell_step, sinusoids
+
+
+class Folded(NamedTuple):
+    """A backend's per-sequence state with its output weight folded into the integration layer."""
+
+    state: Any
+    weight: Tensor
+    """(H, 2H): the integration layer's first weight, its context half multiplied by the output weight."""
+
 
 ENGINES = ("stretches", "steps")
 """How the sequential decode runs (``Decoder.engine``); see ``Decoder.__init__``."""
@@ -127,10 +137,30 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Any, Tensor | None]:
         query = self.dropout(out) + position  # (B, H)
         weights = None
+        if isinstance(attn_state, Folded):
+            assert self.attention is not None
+            context = self.attention.step_context(query, attn_state.state)
+            return self.out(self._integrate_folded(query, context, attn_state.weight)), state, None
         if self.attention is not None:
             context, weights = self.attention.step(query, attn_state, need_weights)
             query = torch.cat([query, context], dim=-1)  # (B, 2H)
         return self.out(self.integrate(query)), state, weights
+
+    def fold(self, attn_state: Any) -> Any:
+        """``attn_state`` with the backend's output weight folded into the integration layer's first
+        matrix (``AttentionBackend.output_weight``), once per decode; unchanged for a backend without one."""
+        name = type(self.attention).output_weight if self.attention is not None else None
+        if name is None:
+            return attn_state
+        first, H = self.integrate[0].weight, self.hidden_size  # (H, 2H): [query part | context part]
+        assert isinstance(first, Tensor)
+        return Folded(attn_state, torch.cat([first[:, :H], first[:, H:] @ getattr(self.attention, name).weight], 1))
+
+    def _integrate_folded(self, query: Tensor, context: Tensor, weight: Tensor) -> Tensor:
+        bias = self.integrate[0].bias
+        assert isinstance(bias, Tensor)
+        hidden = F.linear(torch.cat([query, context], dim=-1), weight, bias)
+        return self.integrate[3](self.integrate[2](self.integrate[1](hidden)))
 
     def run(
         self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False
@@ -146,6 +176,10 @@ class Decoder(nn.Module):
         out, state = self.rnn(self.input_proj(inputs), state)  # (B, n, H)
         queries = self.dropout(out) + positions
         weights = None
+        if isinstance(attn_state, Folded):
+            assert self.attention is not None
+            context = self.attention.parallel_context(queries, attn_state.state)
+            return self.out(self._integrate_folded(queries, context, attn_state.weight)), state, None
         if self.attention is not None:
             context, weights = self.attention.parallel(queries, attn_state, need_weights)
             queries = torch.cat([queries, context], dim=-1)
@@ -174,6 +208,8 @@ class Decoder(nn.Module):
         B = z.shape[0]
         state = self.initial_state(z)
         attn_state = self.attention.prepare(memory, key_mask) if self.attention is not None else None
+        if not need_weights:
+            attn_state = self.fold(attn_state)
         positions = sinusoids(length, self.hidden_size, z.device).to(memory.dtype)
         start = self.start.to(memory.dtype).expand(B, -1)
         forced = targets is not None and teacher_forcing > 0.0

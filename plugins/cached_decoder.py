@@ -47,15 +47,24 @@ class CachedDecoderAttention(AttentionBackend):
         probe_kernel(self, state)
         return state
 
+    output_weight = "w_o"  # the decoder folds it into its integration layer (AttentionBackend)
+
     def step(self, query: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         q = split_heads(self.w_q(query).unsqueeze(1), self.num_heads)  # (B, h, 1, d)
         context, weights = attend(q, state, need_weights)
         return self.w_o(merge_heads(context)).squeeze(1), (weights.squeeze(2) if weights is not None else None)
 
+    def step_context(self, query: Tensor, state: Any) -> Tensor:
+        q = split_heads(self.w_q(query).unsqueeze(1), self.num_heads)
+        return merge_heads(attend(q, state, False)[0]).squeeze(1)
+
     def parallel(self, queries: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         q = split_heads(self.w_q(queries), self.num_heads)  # (B, h, T, d)
         context, weights = attend(q, state, need_weights)
         return self.w_o(merge_heads(context)), weights
+
+    def parallel_context(self, queries: Tensor, state: Any) -> Tensor:
+        return merge_heads(attend(split_heads(self.w_q(queries), self.num_heads), state, False)[0])
 
 
 @hookimpl

@@ -142,8 +142,15 @@ class DeferredKVAttention(CachedDecoderAttention):
             weights = None
         return self.w_o(merge_heads(context)).squeeze(1), (weights.squeeze(2) if weights is not None else None)
 
+    def step_context(self, query: Tensor, state: Any) -> Tensor:
+        q = split_heads(self.w_q(query).unsqueeze(1), self.num_heads)
+        return merge_heads(_SingleQuery.apply(q, state.k_t, state.v, state.bias, state.records)).squeeze(1)
+
     def parallel(self, queries: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         return super().parallel(queries, state.keys, need_weights)
+
+    def parallel_context(self, queries: Tensor, state: Any) -> Tensor:
+        return super().parallel_context(queries, state.keys)
 
 
 @hookimpl
