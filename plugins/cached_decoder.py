@@ -26,6 +26,7 @@ class CachedDecoderAttention(AttentionBackend):
         deterministic=False,
         notes=(
             "K and V are projected once per sequence (one matmul, with autograd) and reused by every step",
+            "w_o is folded into the decoder's integration layer once per decode (AttentionBackend.output_weight)",
             *SDPA_KERNEL_NOTES,
         ),
     )

@@ -50,6 +50,7 @@ class CompiledAttention(CachedDecoderAttention):
             "default mode (inductor kernels) on every device; on CUDA the whole train step is captured in one "
             "CUDA graph by quatrain's TrainStep, which holds the compiled kernels too",
             "the parallel path (teacher forcing 1.0) is not compiled",
+            "w_o is folded into the decoder's integration layer once per decode (AttentionBackend.output_weight)",
             *SDPA_KERNEL_NOTES[:2],
         ),
     )

@@ -114,6 +114,7 @@ class DeferredKVAttention(CachedDecoderAttention):
             "matmul-softmax-matmul; each step's backward computes only the query's gradient, and dK, dV come "
             "from one batched product over all steps after the last step's backward",
             "the parallel path (teacher forcing 1.0, forced stretches on CPU) is SDPA, as in cached-decoder",
+            "w_o is folded into the decoder's integration layer once per decode (AttentionBackend.output_weight)",
             "need_weights=True takes the explicit softmax with ordinary autograd",
             *SDPA_KERNEL_NOTES,
         ),
