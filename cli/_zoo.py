@@ -123,6 +123,8 @@ def show(name: str, as_json: bool) -> None:
         click.echo(f"status      not trained (train it with 'quatrain zoo train {name}')")
         click.echo(f"from        plugin {card.plugin} ({card.distribution or 'registered directly'})")
         click.echo(f"recipe      {json.dumps(card.recipe, sort_keys=True)}")
+        if card.reference:
+            click.echo(f"reference   {json.dumps(card.reference, sort_keys=True)}")
         click.echo("config:")
         for key, value in card.config.to_dict().items():
             click.echo(f"  {key:<17} {value}")

@@ -48,13 +48,15 @@ def register_models(register: Callable[..., None]) -> None:
 
     Args:
         register: call it once per card as ``register(name, *, description, config, recipe,
-            weights=None)``: ``name`` is the zoo name (lower-case letters, digits, '-', '_', '.');
+            weights=None, reference=None)``: ``name`` is the zoo name (lower-case letters, digits, '-', '_', '.');
             ``config`` a preset name (``"small"``) or a mapping of ``quatrain.ModelConfig`` fields,
             optionally with ``"preset"`` plus overrides; ``recipe`` a JSON-serialisable mapping of
             the training settings that produce the model (``quatrain zoo train NAME`` passes it to
             the training API); ``weights`` optional shipped weights, the folder (a path, or
             ``"package:folder/inside"`` resolved with ``importlib.resources``) holding
-            ``model.safetensors`` and ``card.json`` as the zoo store writes them. Registering a
+            ``model.safetensors`` and ``card.json`` as the zoo store writes them; ``reference``
+            optional JSON-serialisable figures a named run of the recipe reached (``zoo show`` prints
+            them beside the recipe). Registering a
             name another plugin already registered is an error that names both plugins.
 
     Returns:

@@ -72,6 +72,8 @@ class ModelCard:
     """Training settings passed to the training API by ``quatrain zoo train NAME``."""
     weights: Path | None = None
     """Folder with shipped ``model.safetensors`` and ``card.json``, or None when it must be trained."""
+    reference: dict[str, Any] = attrs.field(factory=dict, converter=dict)
+    """What a named run of the recipe reached: held-out metrics, and where, when and how it ran."""
     plugin: str = ""
     """Plugin (entry-point name) that registered it."""
     distribution: str | None = None
@@ -84,6 +86,7 @@ class ModelCard:
             "config": self.config.to_dict(),
             "recipe": self.recipe,
             "weights": str(self.weights) if self.weights else None,
+            "reference": self.reference,
             "plugin": self.plugin,
             "distribution": self.distribution,
         }
@@ -96,6 +99,7 @@ def make_card(
     config: str | Mapping[str, Any],
     recipe: Mapping[str, Any],
     weights: str | Path | None = None,
+    reference: Mapping[str, Any] | None = None,
     plugin: str = "",
     distribution: str | None = None,
 ) -> ModelCard:
@@ -106,12 +110,15 @@ def make_card(
             raise ConfigError(f"description must be a string, got {description!r}")
         if not isinstance(recipe, Mapping):
             raise ConfigError(f"recipe must be a mapping, got {recipe!r}")
+        if reference is not None and not isinstance(reference, Mapping):
+            raise ConfigError(f"reference must be a mapping, got {reference!r}")
         return ModelCard(
             name=name,
             description=description,
             config=config_from_spec(config),
             recipe=dict(recipe),
             weights=resolve_weights(weights),
+            reference=dict(reference or {}),
             plugin=plugin,
             distribution=distribution,
         )

@@ -169,3 +169,10 @@ def test_zoo_train_resume_needs_a_run(home, tmp_path):
     set_registry(load_registry(plugins=[("mini-card", _MiniCard(tmp_path))]))
     result = run("zoo", "train", "mini", "--resume")
     assert result.exit_code == 1 and "no interrupted run of 'mini' to resume" in result.output
+
+
+def test_show_an_untrained_card_prints_its_reference_run(home):
+    result = run("zoo", "show", "seed")
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("reference"))
+    assert "gpu_seed_retrain.sh" in line and "0.99988" in line

@@ -20,6 +20,22 @@ def test_builtin_cards_come_from_the_models_entry_point(registry):
     assert cards["seed"].weights is None
 
 
+def test_the_seed_card_records_the_run_that_met_its_bars(registry):
+    """The card's reference names a committed run folder, and its figures are that run's test metrics."""
+    import json
+    from pathlib import Path
+
+    reference = get_cards()["seed"].reference
+    folder = Path(__file__).resolve().parents[2] / reference["run"].split("(")[1].rstrip(")")
+    test = json.loads((folder / "test.json").read_text())
+    assert reference["test"]["token_cosine"] == round(test["cosine"], 5) and test["cosine"] >= 0.999
+    assert reference["test"]["word_top1"] == test["word_top1"] >= 0.999
+    assert (reference["best_epoch"], reference["test"]["tokens"]) == (test["epoch"], test["tokens"])
+    assert get_cards()["seed"].to_dict()["reference"] == reference
+    with pytest.raises(PluginError, match="reference must be a mapping"):
+        make_card("x", description="d", config="tiny", recipe={}, reference=[1])
+
+
 def test_unknown_card_lists_the_known_ones(registry):
     with pytest.raises(UnknownModelError, match=r"no model card 'nope'; cards: .*sonnets"):
         get_card("nope")
