@@ -10,11 +10,31 @@ import pytest
 import torch
 
 import quatrain
+from quatrain.registry import load_registry
 from tests.conftest import random_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FOLDING = ["cached-decoder", "deferred-kv"]
+EXPENSIVE_WARMUP_S = 10.0
+
+
+def _folding() -> list[str]:
+    """Registered backends that declare an output fold and run on CPU; one that compiles its step (a
+    declared warm-up of many seconds) folds the same way and is covered by the conformance kit instead."""
+    return sorted(
+        name
+        for name, entry in load_registry(disabled=()).backends.items()
+        if entry.cls.output_weight is not None
+        and "cpu" in entry.cls.capabilities.devices
+        and entry.cls.capabilities.warmup_seconds <= EXPENSIVE_WARMUP_S
+    )
+
+
+FOLDING = _folding()
+
+
+def test_the_folding_backends_come_from_the_registry():
+    assert {"cached-decoder", "deferred-kv"} <= set(FOLDING) and "naive" not in FOLDING
 
 
 def _unfolded(model, monkeypatch):
