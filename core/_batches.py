@@ -67,27 +67,21 @@ class Batcher:
         self.device = table.device
         self._pin = self.device.type == "cuda"
 
-    def put(self, t: Tensor) -> Tensor:
-        """A host tensor on the device, copied without a sync on CUDA (through pinned memory)."""
+    def _put(self, t: Tensor) -> Tensor:
         return t.pin_memory().to(self.device, non_blocking=True) if self._pin else t.to(self.device)
-
-    def shape_of(self, count: int, longest: int) -> tuple[int, int]:
-        """(rows, length) of the batch ``__call__`` makes from ``count`` windows, the longest ``longest``."""
-        if not self.static:
-            return count, longest
-        return max(count, self.batch_size), next((b for b in self.buckets if b >= longest), longest)
 
     def __call__(self, rows: Tensor, weight: float | None = None) -> Batch:
         lengths = self.lengths[rows].long()
-        _, T = self.shape_of(len(rows), int(lengths.max()) if len(rows) else 1)
+        longest = int(lengths.max()) if len(rows) else 1
+        T = next((b for b in self.buckets if b >= longest), longest) if self.static else longest
         ids = self.ids[rows, :T].long()
         if self.static and len(rows) < self.batch_size:  # empty rows: mask all False, zero loss weight
             pad = self.batch_size - len(rows)
             ids = torch.cat([ids, ids.new_zeros(pad, T)])
             lengths = torch.cat([lengths, lengths.new_zeros(pad)])
         mask = torch.arange(T)[None, :] < lengths[:, None]
-        ids_d, mask_d = self.put(ids), self.put(mask)
-        w = None if weight is None else self.put(torch.tensor(weight, dtype=torch.float32))
+        ids_d, mask_d = self._put(ids), self._put(mask)
+        w = None if weight is None else self._put(torch.tensor(weight, dtype=torch.float32))
         tokens = int(lengths.sum())
         return Batch(x=self.table[ids_d], mask=mask_d, tokens=tokens, rows=len(rows), weight=w, ids=ids_d)
 

@@ -39,14 +39,14 @@ def _word_sample(mask: Tensor, count: int, seed: int) -> Tensor:
 class _Sums:
     """Token-weighted metric sums kept on the device (read once, by ``result``); counts known on the host.
 
-    The word search stays on the decode's stream: run on a side stream on the H200 it did not overlap the
-    next batch's replay (benchmarks/h200-2026-12-02b/README.md), so the two streams only added hazards.
+    The word search runs on the decode's stream: on a second stream it did not overlap the next batch's
+    replay on the H200 (benchmarks/h200-2026-12-02b/README.md, run 5).
     """
 
     def __init__(self, batches: SplitBatches, vocabulary: Tensor | None, sample: Tensor | None) -> None:
         device = batches.table.device
         acc = torch.float32 if device.type == "mps" else torch.float64
-        self.device, self.batches = device, batches
+        self.device = device
         self.scalars = torch.zeros(4, dtype=acc, device=device)  # loss x tokens, cosine, top-1, top-5
         length = batches.mask.shape[1]
         self.position = torch.zeros(length, dtype=acc, device=device)
