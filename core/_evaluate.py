@@ -46,7 +46,6 @@ class _Sums:
     def __init__(self, batches: SplitBatches, vocabulary: Tensor | None, sample: Tensor | None) -> None:
         device = batches.table.device
         acc = torch.float32 if device.type == "mps" else torch.float64
-        self.device = device
         self.scalars = torch.zeros(4, dtype=acc, device=device)  # loss x tokens, cosine, top-1, top-5
         length = batches.mask.shape[1]
         self.position = torch.zeros(length, dtype=acc, device=device)
