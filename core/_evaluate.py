@@ -36,62 +36,98 @@ def _word_sample(mask: Tensor, count: int, seed: int) -> Tensor:
     return sample.view_as(mask)
 
 
-class _Sums:
-    """Token-weighted metric sums kept on the device (read once, by ``result``); counts known on the host.
+class SplitEvaluator:
+    """Metrics of ``model`` on one split, set up once and measured as often as asked: the split's batches,
+    the word-search positions and the unit vocabulary are made here, not at every call (the trainer
+    validates through one of these each epoch). Every sum of a call stays on the device until its end.
 
-    The word search runs on the decode's stream: on a second stream it did not overlap the next batch's
-    replay on the H200 (benchmarks/h200-2026-12-02b/README.md, run 5).
+    The arguments are ``evaluate``'s. The word search runs on the decode's stream: on a second stream it
+    did not overlap the next batch's replay on the H200 (benchmarks/h200-2026-12-02b/README.md, run 5).
     """
 
-    def __init__(self, batches: SplitBatches, vocabulary: Tensor | None, sample: Tensor | None) -> None:
-        device = batches.table.device
-        acc = torch.float32 if device.type == "mps" else torch.float64
-        self.scalars = torch.zeros(4, dtype=acc, device=device)  # loss x tokens, cosine, top-1, top-5
-        length = batches.mask.shape[1]
-        self.position = torch.zeros(length, dtype=acc, device=device)
-        self.position_count = batches.mask_host.sum(dim=0).tolist()
-        self.tokens = int(batches.lengths.sum())
-        self.vocabulary = F.normalize(vocabulary.float(), dim=-1, eps=1e-8) if vocabulary is not None else None
-        self.word_tokens = 0
-        self.where: list[Tensor] = []  # per batch: its word-search positions, flat in (rows x length)
-        if self.vocabulary is not None and sample is not None:
-            chosen = torch.zeros_like(batches.mask_host)
-            chosen[: len(sample)] = sample
-            for i in range(len(batches)):
-                first, run, T = batches.span(i)
-                flat = torch.nonzero(chosen[first : first + run, :T].flatten()).squeeze(1)
-                self.where.append(flat)
-            self.word_tokens = sum(len(w) for w in self.where)
-            offsets = torch.cumsum(torch.tensor([0] + [len(w) for w in self.where]), 0).tolist()
-            joined = torch.cat(self.where).to(device) if self.where else torch.zeros(0, dtype=torch.long)
-            self.where = [joined[offsets[i] : offsets[i + 1]] for i in range(len(self.where))]
-
-    def add(self, i: int, pred: Tensor, batch: Batch) -> None:
-        T = batch.mask.shape[1]
-        weight = batch.mask.to(self.scalars.dtype)
-        cos = F.cosine_similarity(pred.float(), batch.x.float(), dim=-1, eps=1e-8).to(self.scalars.dtype) * weight
-        loss = reconstruction_loss(pred.float(), batch.x.float(), batch.mask).to(self.scalars.dtype)
-        self.scalars[0] += loss * batch.tokens
-        self.scalars[1] += cos.sum()
-        self.position[:T] += cos.sum(dim=0)
-        if self.vocabulary is not None and self.where and len(self.where[i]) and batch.ids is not None:
-            where = self.where[i]
-            flat = pred.reshape(-1, pred.shape[-1]).index_select(0, where)
-            ranks = word_ranks(flat, self.vocabulary, batch.ids.reshape(-1).index_select(0, where))
-            self.scalars[2] += (ranks == 0).sum()
-            self.scalars[3] += (ranks < 5).sum()
-
-    def result(self, dist: DistContext | None) -> dict[str, Any]:
-        values = self.scalars.tolist()
-        positions = self.position.tolist()
-        counts = [float(c) for c in self.position_count]
-        head = [float(self.tokens), float(self.word_tokens), *values]
+    def __init__(
+        self,
+        model: Autoencoder,
+        data: PoetryData,
+        split: str = "test",
+        *,
+        batch_size: int = 256,
+        words: bool = True,
+        word_sample: int = 0,
+        device: torch.device | str | None = None,
+        precision: str = "fp32",
+        dist: DistContext | None = None,
+        step: InferenceStep | None = None,
+    ) -> None:
+        if split not in data.windows:
+            raise ConfigError(f"unknown split {split!r}; splits: {', '.join(data.windows)}")
+        windows = data.windows[split]
+        self.model, self.split, self.windows, self.precision, self.dist = model, split, len(windows), precision, dist
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        table = torch.from_numpy(data.embeddings.vectors).to(self.device)
+        rows = None
         if dist is not None and dist.is_distributed:
-            head, positions, counts = (all_reduce_sum(dist, v) for v in (head, positions, counts))
+            rows = torch.arange(len(windows))[dist.rank :: dist.world_size]
+        static = self.device.type == "cuda"
+        self.batches = SplitBatches(
+            windows.ids, windows.lengths, table, batch_size=batch_size, static=static, rows=rows
+        )
+        was_training = model.training
+        self.step = step or InferenceStep(model, cuda_graph=static, warmup=1, precision=precision)
+        model.train(was_training)  # InferenceStep switches it to eval mode; each call restores the mode
+        self.position_count = [float(c) for c in self.batches.mask_host.sum(dim=0).tolist()]
+        self.tokens = int(self.batches.lengths.sum())
+        self.vocabulary = F.normalize(table.float(), dim=-1, eps=1e-8) if words else None
+        self.where: list[Tensor] = []  # per batch: its word-search positions, flat in (rows x length)
+        if words:
+            sample = _word_sample(windows.mask, word_sample, data.seed)
+            chosen = torch.zeros_like(self.batches.mask_host)
+            chosen[: self.batches.count] = sample[rows] if rows is not None else sample
+            for i in range(len(self.batches)):
+                first, run, T = self.batches.span(i)
+                self.where.append(torch.nonzero(chosen[first : first + run, :T].flatten()).squeeze(1))
+            sizes = [len(w) for w in self.where]
+            offsets = torch.cumsum(torch.tensor([0, *sizes]), 0).tolist()
+            joined = torch.cat(self.where).to(self.device)  # one copy for the whole split
+            self.where = [joined[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
+        self.word_tokens = sum(len(w) for w in self.where)
+
+    def __call__(self, teacher_forcing: float = 0.0) -> dict[str, Any]:
+        """The split's metrics now (``evaluate``'s dict)."""
+        acc = torch.float32 if self.device.type == "mps" else torch.float64
+        scalars = torch.zeros(4, dtype=acc, device=self.device)  # loss x tokens, cosine, top-1, top-5
+        position = torch.zeros(self.batches.mask.shape[1], dtype=acc, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        setup = 0.0
+        try:
+            if teacher_forcing == 0.0 and len(self.batches):
+                tick = time.perf_counter()
+                if self.step.prepare(self.batches[0]):
+                    synchronize(self.device)
+                    setup = time.perf_counter() - tick
+            tick = time.perf_counter()
+            for i in range(len(self.batches)):
+                batch = self.batches[i]
+                if teacher_forcing == 0.0:
+                    pred = self.step.run(batch)
+                else:
+                    with torch.no_grad(), autocast(self.device, self.precision):
+                        pred = self.model(batch.x, batch.mask, teacher_forcing=teacher_forcing).reconstruction.float()
+                self._add(scalars, position, i, pred, batch)
+            head = [float(self.tokens), float(self.word_tokens), *scalars.tolist()]  # reads the device once
+            positions, counts = position.tolist(), self.position_count
+            seconds = time.perf_counter() - tick
+        finally:
+            self.model.train(was_training)
+        if self.dist is not None and self.dist.is_distributed:
+            head, positions, counts = (all_reduce_sum(self.dist, v) for v in (head, positions, counts))
         tokens, word_tokens, loss, cosine, top1, top5 = head
         keep = max((i + 1 for i, c in enumerate(counts) if c), default=0)
         words = self.vocabulary is not None
         return {
+            "split": self.split,
+            "windows": self.windows,
             "tokens": int(tokens),
             "loss": loss / max(tokens, 1.0),
             "cosine": cosine / max(tokens, 1.0),
@@ -101,7 +137,25 @@ class _Sums:
             "per_position_cosine": [round(s / c, 6) if c else None for s, c in zip(positions, counts, strict=True)][
                 :keep
             ],
+            "teacher_forcing": teacher_forcing,
+            "setup_seconds": setup,
+            "seconds": seconds,
+            "seq_per_s": self.batches.count / max(seconds, 1e-9),
         }
+
+    def _add(self, scalars: Tensor, position: Tensor, i: int, pred: Tensor, batch: Batch) -> None:
+        T = batch.mask.shape[1]
+        weight = batch.mask.to(scalars.dtype)
+        cos = F.cosine_similarity(pred.float(), batch.x.float(), dim=-1, eps=1e-8).to(scalars.dtype) * weight
+        scalars[0] += reconstruction_loss(pred.float(), batch.x.float(), batch.mask).to(scalars.dtype) * batch.tokens
+        scalars[1] += cos.sum()
+        position[:T] += cos.sum(dim=0)
+        if self.vocabulary is not None and len(self.where[i]) and batch.ids is not None:
+            where = self.where[i]
+            flat = pred.reshape(-1, pred.shape[-1]).index_select(0, where)
+            ranks = word_ranks(flat, self.vocabulary, batch.ids.reshape(-1).index_select(0, where))
+            scalars[2] += (ranks == 0).sum()
+            scalars[3] += (ranks < 5).sum()
 
 
 def evaluate(
@@ -118,7 +172,8 @@ def evaluate(
     dist: DistContext | None = None,
     step: InferenceStep | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on one split of ``data``, fully autoregressive by default.
+    """Metrics of ``model`` on one split of ``data``, fully autoregressive by default (one
+    ``SplitEvaluator`` call; build the evaluator to measure a split repeatedly).
 
     Args:
         model: the autoencoder (its mode is restored afterwards).
@@ -133,8 +188,8 @@ def evaluate(
         precision: 'fp32' or 'bf16' autocast.
         dist: in a distributed job, each rank measures every world_size-th window and the sums are
             reduced, so every rank returns the whole split's metrics.
-        step: an ``InferenceStep`` of ``model`` to reuse (the trainer keeps one, so its graphs are
-            captured once per run, not once per validation).
+        step: an ``InferenceStep`` of ``model`` to decode with (default: a new one, capturing CUDA graphs
+            on CUDA).
 
     Returns:
         {'split', 'windows', 'tokens', 'loss', 'cosine', 'word_top1', 'word_top5', 'word_tokens',
@@ -143,56 +198,11 @@ def evaluate(
         has its graph already), 'seconds' the decode and metric loop after it, device-synchronised, and
         'seq_per_s' this rank's windows over 'seconds'.
     """
-    if split not in data.windows:
-        raise ConfigError(f"unknown split {split!r}; splits: {', '.join(data.windows)}")
-    windows = data.windows[split]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    table = torch.from_numpy(data.embeddings.vectors).to(device)
-    rows = None
-    if dist is not None and dist.is_distributed:
-        rows = torch.arange(len(windows))[dist.rank :: dist.world_size]
-    static = device.type == "cuda"
-    batches = SplitBatches(windows.ids, windows.lengths, table, batch_size=batch_size, static=static, rows=rows)
-    sample = None
-    if words:
-        sample = _word_sample(windows.mask, word_sample, data.seed)
-        sample = sample[rows] if rows is not None else sample
-    sums = _Sums(batches, table if words else None, sample)
-    was_training = model.training
-    if step is None and teacher_forcing == 0.0:
-        step = InferenceStep(model, cuda_graph=static, warmup=1, precision=precision)  # splits are a few batches
-    model.eval()
-    setup = 0.0
-    try:
-        if step is not None and teacher_forcing == 0.0 and len(batches):
-            tick = time.perf_counter()
-            if step.prepare(batches[0]):
-                synchronize(device)
-                setup = time.perf_counter() - tick
-        tick = time.perf_counter()
-        for i in range(len(batches)):
-            batch = batches[i]
-            if step is not None and teacher_forcing == 0.0:
-                pred = step.run(batch)
-            else:
-                with torch.no_grad(), autocast(device, precision):
-                    pred = model(batch.x, batch.mask, teacher_forcing=teacher_forcing).reconstruction.float()
-            sums.add(i, pred, batch)
-        result = sums.result(dist)  # reads the device once
-        seconds = time.perf_counter() - tick
-    finally:
-        model.train(was_training)
-    return {
-        "split": split,
-        "windows": len(windows),
-        **{k: result[k] for k in ("tokens", "loss", "cosine", "word_top1", "word_top5")},
-        "word_tokens": result["word_tokens"] if words else 0,
-        "per_position_cosine": result["per_position_cosine"],
-        "teacher_forcing": teacher_forcing,
-        "setup_seconds": setup,
-        "seconds": seconds,
-        "seq_per_s": batches.count / max(seconds, 1e-9),
-    }
+    evaluator = SplitEvaluator(
+        model, data, split, batch_size=batch_size, words=words, word_sample=word_sample, device=device,
+        precision=precision, dist=dist, step=step,
+    )  # fmt: skip
+    return evaluator(teacher_forcing)
 
 
 def data_for_checkpoint(path: str | os.PathLike[str]) -> PoetryData:

@@ -96,7 +96,7 @@ def word_ranks(
     truth = truth.long()
     mine = (q * unit_vocabulary[truth]).sum(dim=-1)  # (N,) the true word's cosine
     ranks = torch.zeros(N, dtype=torch.long, device=q.device)
-    best = torch.full((N, cap), float("-inf"), device=q.device)  # the other words' highest cosines
+    best = None if by_count else torch.full((N, cap), float("-inf"), device=q.device)  # others' top cosines
     block = max(1, min(V, budget // max(1, min(N, 4096))))
     chunk = max(1, budget // block)
     for start in range(0, N, chunk):
@@ -108,13 +108,13 @@ def word_ranks(
             at = local.clamp(0, scores.shape[1] - 1)[:, None]
             # the true word never outranks itself, whatever the product rounded its own score to
             scores.scatter_(1, at, torch.where(inside[:, None], float("-inf"), scores.gather(1, at)))
-            if by_count:
+            if best is None:
                 ranks[rows] += (scores > mine[rows, None]).sum(dim=1)
             else:
                 top = scores.topk(min(cap, scores.shape[1]), dim=1).values
                 best[rows] = torch.cat([best[rows], top], dim=1).topk(cap, dim=1).values
             del scores
-    if not by_count:
+    if best is not None:
         ranks = (best > mine[:, None]).sum(dim=1)
     return ranks.clamp_(max=cap)
 

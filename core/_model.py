@@ -160,7 +160,9 @@ class Decoder(nn.Module):
         bias = self.integrate[0].bias
         assert isinstance(bias, Tensor)
         hidden = F.linear(torch.cat([query, context], dim=-1), weight, bias)
-        return self.integrate[3](self.integrate[2](self.integrate[1](hidden)))
+        for layer in list(self.integrate)[1:]:  # the rest of the integration MLP, as self.integrate runs it
+            hidden = layer(hidden)
+        return hidden
 
     def run(
         self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False

@@ -26,11 +26,11 @@ from ._distributed import (
     shutdown,
 )
 from ._errors import CheckpointError, ConfigError
-from ._evaluate import evaluate
+from ._evaluate import SplitEvaluator
 from ._model import Autoencoder
 from ._recipe import TeacherForcing, TrainConfig, check_resumable, paths_for, prepare_data, resolve_device
 from ._trainstate import read_state, restore_optimizer, restore_rng, rng_tensors, write_log, write_state
-from ._trainstep import BatchCallback, InferenceStep, TrainStep, run_epoch
+from ._trainstep import BatchCallback, TrainStep, run_epoch
 from .data import PoetryData
 from .data._shards import EpochSampler
 
@@ -180,7 +180,6 @@ def _train(
         precision=config.precision,
         dist=ctx,
     )
-    validator = InferenceStep(model, cuda_graph=graphs, warmup=1, precision=config.precision)
     broadcast_parameters(ctx, model)  # every rank starts from rank 0's weights
     if ctx.is_distributed:  # each rank its own dropout and coins from here
         torch.manual_seed(config.seed * 1_000_003 + 1 + ctx.rank)
@@ -194,7 +193,11 @@ def _train(
         restore_rng(ctx, tensors)
         history, best = list(saved["history"]), dict(saved["best"])
         bad_epochs, start_epoch = int(saved["bad_epochs"]), int(saved["epoch"]) + 1
-    table = torch.from_numpy(data.embeddings.vectors).to(device)
+    # validation each epoch: the split's batches, word positions and unit vocabulary made once
+    validator = SplitEvaluator(
+        model, data, "val", word_sample=config.val_word_tokens, device=device, precision=config.precision, dist=ctx
+    )
+    table = validator.batches.table  # the embedding table, on the device once
     batcher = Batcher(windows.ids, windows.lengths, table, batch_size=config.batch_size, static=graphs)
     token_total = windows.lengths.long()
 
@@ -223,16 +226,7 @@ def _train(
         )
         loss_sum, tokens = all_reduce_sum(ctx, [done.loss_sum, done.tokens])
         tick = time.perf_counter()
-        val = evaluate(
-            model,
-            data,
-            "val",
-            word_sample=config.val_word_tokens,
-            device=device,
-            precision=config.precision,
-            dist=ctx,
-            step=validator,
-        )
+        val = validator()
         record = {
             "epoch": epoch,
             "train_loss": loss_sum / max(tokens, 1.0),

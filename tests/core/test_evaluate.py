@@ -116,3 +116,30 @@ def test_graphed_evaluation_equals_the_eager_one(data):
     for key in ("loss", "cosine", "word_top1", "word_top5"):
         assert graphed[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-6), key
     assert graphed["tokens"] == eager["tokens"] == _reference(model.cpu(), data, "val")["tokens"]
+
+
+def test_an_evaluator_is_set_up_once_and_measures_again(model, data):
+    """The trainer's validation: one SplitEvaluator, called each epoch, equal to a fresh evaluate."""
+    from quatrain._evaluate import SplitEvaluator
+
+    evaluator = SplitEvaluator(model, data, "train", batch_size=5, word_sample=40)
+    first, again = evaluator(), evaluator()
+    fresh = evaluate(model, data, "train", batch_size=5, word_sample=40)
+    timing = ("setup_seconds", "seconds", "seq_per_s")
+    assert {k: v for k, v in first.items() if k not in timing} == {k: v for k, v in again.items() if k not in timing}
+    assert {k: v for k, v in first.items() if k not in timing} == {k: v for k, v in fresh.items() if k not in timing}
+
+
+def test_the_trainer_builds_its_validator_once(poetry_files, monkeypatch, tmp_path):
+    import quatrain._train as trainer
+    from quatrain._recipe import TrainConfig
+
+    built = []
+    real = trainer.SplitEvaluator.__init__
+    counted = lambda self, *a, **k: built.append(1) or real(self, *a, **k)  # noqa: E731
+    monkeypatch.setattr(trainer.SplitEvaluator, "__init__", counted)
+    corpus, vectors = poetry_files
+    config = TrainConfig(model=quatrain.ModelConfig.preset("tiny"), corpus=str(corpus), embeddings=str(vectors),
+                         epochs=3, batch_size=8, device="cpu", patience=0)  # fmt: skip
+    result = trainer.train(config, tmp_path / "m.safetensors")
+    assert len(result.history) == 3 and built == [1]

@@ -95,12 +95,12 @@ def test_early_stopping_on_validation_loss(poetry_files, data, tmp_path, monkeyp
     import quatrain._train as trainer
 
     losses = iter([0.5, 0.4, 0.45, 0.47, 0.3])
-    real = trainer.evaluate
+    real = trainer.SplitEvaluator.__call__
 
     def fake(*args, **kwargs):
         return {**real(*args, **kwargs), "loss": next(losses)}
 
-    monkeypatch.setattr(trainer, "evaluate", fake)
+    monkeypatch.setattr(trainer.SplitEvaluator, "__call__", fake)
     result = train(_config(poetry_files, epochs=5, patience=2), tmp_path / "m.safetensors", data=data)
     assert result.stop_reason == "early-stopping" and len(result.history) == 4 and result.best_epoch == 2
     assert json.loads(quatrain.read_info(result.checkpoint).metadata["epoch"]) == 2  # the best one is kept
@@ -112,8 +112,8 @@ def test_save_every_defers_the_writes_and_keeps_the_best_epoch(poetry_files, dat
     import quatrain._train as trainer
 
     losses = iter([0.5, 0.4, 0.45] * 2)
-    real = trainer.evaluate
-    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: {**real(*a, **k), "loss": next(losses)})
+    real = trainer.SplitEvaluator.__call__
+    monkeypatch.setattr(trainer.SplitEvaluator, "__call__", lambda *a, **k: {**real(*a, **k), "loss": next(losses)})
     written = []
     real_write = trainer.write_state
     monkeypatch.setattr(trainer, "write_state", lambda *a, **k: written.append(a[-1]["epoch"]) or real_write(*a, **k))
