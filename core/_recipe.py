@@ -134,8 +134,10 @@ class TrainConfig:
     """Minutes: stop after the epoch that crosses this wall-clock budget (None = no limit)."""
     save_every: float = attrs.field(default=30.0, validator=_number(0.0, 1e9))
     """Seconds: the best checkpoint and the training state are written at most this often, and always after
-    the last epoch (0 = after every epoch). On an H200 a seed-preset epoch takes 0.33 s and writing its 38 MB
-    checkpoint and 116 MB state after each took longer than the epoch (benchmarks/h200-2026-12-02b)."""
+    the last epoch (0 = after every epoch). A seed-preset run on an H200 that wrote its 38 MB checkpoint and
+    116 MB state after every epoch spent 178 s training and 36 s validating of its 444 s: the other 0.43 s
+    per epoch, more than an epoch's 0.33 s, went mostly to those writes (inferred from the log, not timed
+    alone: benchmarks/h200-2026-12-02b)."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ..."""
 
