@@ -1,5 +1,7 @@
-"""Where `quatrain eval`'s time goes, on one checkpoint: the InferenceStep's warm-up and capture, its replays,
-the per-batch metric sums, and the nearest-word search, each timed alone (device-synchronised medians).
+"""Where `quatrain eval`'s time goes, on one checkpoint, and how its rate compares with the InferenceStep it
+runs: the step's replay at the evaluation's own batch shape and at the requested batch size, the two tiers of
+the word search per batch (neighbour lists, whole vocabulary), and whole evaluations (device-synchronised
+medians; one process, so every figure comes from the same run).
 
     python benchmarks/eval_profile.py CHECKPOINT [--split test] [--batch-size 256] [--device cuda]
 
@@ -35,71 +37,69 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
     import torch
 
     import quatrain
     from quatrain._batches import Batcher
-    from quatrain._metrics import nearest_words, word_ranks
+    from quatrain._evaluate import SplitEvaluator
+    from quatrain._metrics import word_ranks
     from quatrain._trainstep import InferenceStep, synchronize
 
     device = torch.device(args.device)
     data = quatrain.data_for_checkpoint(args.checkpoint)
     model = quatrain.load(args.checkpoint, device=device)
     windows = data.windows[args.split]
-    table = torch.from_numpy(data.embeddings.vectors).to(device)
-    batcher = Batcher(windows.ids, windows.lengths, table, batch_size=args.batch_size, static=device.type == "cuda")
-    batch = batcher(torch.arange(min(args.batch_size, len(windows))))
-    step = InferenceStep(model, cuda_graph=device.type == "cuda", warmup=1)
-    found: dict[str, Any] = {"windows": len(windows), "batches": -(-len(windows) // args.batch_size)}
-    synchronize(device)
-    tick = time.perf_counter()
-    step.run(batch)
-    synchronize(device)
-    found["first_call_eager_s"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    step.run(batch)
-    synchronize(device)
-    found["second_call_capture_and_replay_s"] = time.perf_counter() - tick
-    found["replay_s"] = _timed(lambda: step.run(batch), device)
-    found["make_batch_s"] = _timed(lambda: batcher(torch.arange(min(args.batch_size, len(windows)))), device)
-    pred = step.run(batch)
-    n = int(batch.mask.sum())
-    flat = pred[batch.mask]
-    found["tokens_per_batch"] = n
-    found["nearest_words_per_batch_s"] = _timed(lambda: nearest_words(flat, table, k=5), device)
-    unit = torch.nn.functional.normalize(table.float(), dim=-1)
-    truth = batch.ids[batch.mask]
-    found["word_ranks_per_batch_s"] = _timed(lambda: word_ranks(flat, unit, truth), device)
-    from torch.profiler import ProfilerActivity, profile
+    static = device.type == "cuda"
+    found: dict[str, Any] = {"checkpoint": args.checkpoint, "backend": model.backend, "windows": len(windows)}
+    found["requested_batch"] = args.batch_size
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(5):
-            batcher(torch.arange(min(args.batch_size, len(windows))))
-        synchronize(device)
-    found["make_batch_profile"] = prof.key_averages().table(sort_by="cpu_time_total", row_limit=12)
-    found["whole_eval_words_s"] = _timed(
-        lambda: quatrain.evaluate(model, data, args.split, batch_size=args.batch_size, device=device, step=step),
-        device,
-        3,
-    )
-    found["whole_eval_no_words_s"] = _timed(
-        lambda: quatrain.evaluate(
-            model, data, args.split, batch_size=args.batch_size, device=device, step=step, words=False
-        ),
-        device,
-        3,
-    )
-    fresh = InferenceStep(model, cuda_graph=device.type == "cuda", warmup=1)
-    for words in (True, False):  # as `quatrain eval` runs it: a new step, captured before the clock
-        result = quatrain.evaluate(model, data, args.split, batch_size=args.batch_size, device=device, words=words,
-                                   step=fresh if words else None)  # fmt: skip
-        found[f"evaluate_words_{words}"] = {k: result[k] for k in ("setup_seconds", "seconds", "seq_per_s")}
-    table_text = found.pop("make_batch_profile")
+    # the evaluation, as `quatrain eval` runs it: set up (neighbour lists, capture) once, then measured
+    tick = time.perf_counter()
+    evaluator = SplitEvaluator(model, data, args.split, batch_size=args.batch_size, device=device)
+    synchronize(device)
+    found["evaluator_init_s"] = time.perf_counter() - tick
+    runs = [evaluator() for _ in range(args.repeat)]
+    first = runs[0]
+    found["eval_batch"], found["eval_batches"] = evaluator.batches.batch_size, len(evaluator.batches)
+    found["first_call_setup_s"] = first["setup_seconds"]
+    found["eval_s"] = statistics.median(r["seconds"] for r in runs)
+    found["eval_seq_per_s"] = len(windows) / found["eval_s"]
+    found["word_tokens"], found["word_full_search"] = first["word_tokens"], first["word_full_search"]
+    found["cosine"], found["word_top1"], found["word_top5"] = first["cosine"], first["word_top1"], first["word_top5"]
+    plain = SplitEvaluator(model, data, args.split, batch_size=args.batch_size, device=device, words=False)
+    plain_runs = [plain() for _ in range(args.repeat)]
+    found["eval_no_words_s"] = statistics.median(r["seconds"] for r in plain_runs)
+
+    # the InferenceStep alone, replayed at the evaluation's shape and at the requested batch size
+    step = InferenceStep(model, cuda_graph=static, warmup=1)
+    for rows in sorted({found["eval_batch"], args.batch_size}):
+        batcher = Batcher(windows.ids, windows.lengths, evaluator.batches.table, batch_size=rows, static=static)
+        batch = batcher(torch.arange(min(rows, len(windows))))  # full rows (padded only past the split's end)
+        step.prepare(batch)
+        replay = _timed(lambda batch=batch: step.run(batch), device, args.repeat)
+        found[f"step_b{rows}_s"] = replay
+        found[f"step_b{rows}_seq_per_s"] = rows / replay
+    for rows in sorted({found["eval_batch"], args.batch_size}):
+        found[f"ratio_eval_to_step_b{rows}"] = found["eval_seq_per_s"] / found[f"step_b{rows}_seq_per_s"]
+
+    # the word search per batch: the neighbour lists (what eval runs) and the whole vocabulary (the fallback)
+    batch = evaluator.batches[0]
+    pred = step.run(batch)
+    where = evaluator.where[0]
+    flat = pred.reshape(-1, pred.shape[-1]).index_select(0, where)
+    assert batch.ids is not None and evaluator.ranker is not None and evaluator.vocabulary is not None
+    truth = batch.ids.reshape(-1).index_select(0, where)
+    vocabulary = evaluator.vocabulary
+    found["tokens_per_batch"] = len(where)
+    found["neighbour_ranks_per_batch_s"] = _timed(lambda: evaluator.ranker(flat, truth), device, args.repeat)
+    found["whole_vocabulary_ranks_per_batch_s"] = _timed(lambda: word_ranks(flat, vocabulary, truth), device, 3)
+    ranks, covered = evaluator.ranker(flat, truth)
+    full = word_ranks(flat, vocabulary, truth)
+    found["neighbour_ranks_agree_on_covered_rows"] = bool(torch.equal(ranks[covered], full[covered]))
     print(json.dumps(found, indent=1))
-    print(table_text)
 
 
 if __name__ == "__main__":

@@ -321,8 +321,13 @@ def evaluate(checkpoint: str, split: str, batch_size: int, device: str, backend:
     shown = ", ".join(f"{p:.3f}" if p is not None else "-" for p in per_position[::every])
     which = "each position" if every == 1 else f"positions 1, {every + 1}, {2 * every + 1}, ..."
     click.echo(f"  cosine by position ({which}): {shown}")
-    setup = f" after {result['setup_seconds']:.2f} s of warm-up and graph capture" if result["setup_seconds"] else ""
+    setup = f" after {result['setup_seconds']:.2f} s of set-up" if result["setup_seconds"] else ""
     click.echo(f"  decoded and scored {result['seq_per_s']:,.0f} windows/s ({result['seconds']:.2f} s){setup}")
+    if result["word_full_search"]:
+        click.echo(
+            f"  {result['word_full_search']:,} of {result['word_tokens']:,} predictions were too far from their "
+            "words for the neighbour lists and were searched through the whole vocabulary"
+        )
 
 
 @click.command()

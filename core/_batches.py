@@ -86,17 +86,30 @@ class Batcher:
         return Batch(x=self.table[ids_d], mask=mask_d, tokens=tokens, rows=len(rows), weight=w, ids=ids_d)
 
 
+def balanced_batch(count: int, batch_size: int, multiple: int = 1) -> int:
+    """Rows per batch that cut ``count`` rows into as few batches as ``batch_size`` allows, of even sizes
+    rounded up to ``multiple`` and never above ``batch_size``: 326 windows at 256 make two batches of 168
+    (10 empty rows) instead of 256 and 70 padded to 256 (186 empty rows)."""
+    batches = max(1, -(-count // batch_size))
+    size = max(1, -(-count // batches))
+    return min(batch_size, -(-size // multiple) * multiple)
+
+
 class SplitBatches:
     """One split's batches in order, for evaluation: the windows' ids and mask are put on the device once,
     so each batch is a slice (no host work, no copy, no sync per batch) and a gather from the table.
+
+    The split is cut evenly (``balanced_batch``): as few batches as ``batch_size`` allows, of equal size,
+    so a static split pads few empty rows.
 
     Args:
         ids, lengths: the split's windows (N, max_len) and lengths (N,), on the host.
         rows: which windows, in order (a distributed rank's share; default all).
         table: (V, E) embedding vectors on the device.
-        batch_size: rows per batch.
-        static: pad the last batch with empty rows and every window to ``max_len`` (one captured shape);
-            otherwise trim each batch to its longest window.
+        batch_size: the most rows per batch.
+        static: pad the last batch with empty rows and every window to ``max_len`` (one captured shape;
+            the rows per batch rounded up to a multiple of 8); otherwise trim each batch to its longest
+            window.
     """
 
     def __init__(
@@ -104,9 +117,10 @@ class SplitBatches:
     ) -> None:
         if rows is not None:
             ids, lengths = ids[rows], lengths[rows]
-        self.count, self.batch_size, self.static, self.table = len(lengths), batch_size, static, table
+        self.count, self.static, self.table = len(lengths), static, table
+        self.batch_size = balanced_batch(self.count, batch_size, 8 if static else 1)
         self.lengths = lengths.long()
-        total = -(-self.count // batch_size) * batch_size if static else self.count
+        total = -(-self.count // self.batch_size) * self.batch_size if static else self.count
         padded = torch.zeros(total, ids.shape[1], dtype=torch.int32)
         padded[: self.count] = ids
         full = torch.cat([self.lengths, self.lengths.new_zeros(total - self.count)])

@@ -17,11 +17,15 @@ from ._checkpoint import read_info
 from ._distributed import DistContext, all_reduce_sum
 from ._errors import CheckpointError, ConfigError
 from ._loss import reconstruction_loss
-from ._metrics import word_ranks
+from ._metrics import NeighbourRanks, word_ranks
 from ._model import Autoencoder
 from ._recipe import TrainConfig, prepare_data, resolve_device
 from ._trainstep import InferenceStep, autocast, synchronize
 from .data import PoetryData
+
+SETTLE_ROWS = 2**16
+"""Rows that the neighbour lists could not vouch for are searched in the whole vocabulary once this many
+word positions wait (one host sync each time) or at the end of the split."""
 
 
 def _word_sample(mask: Tensor, count: int, seed: int) -> Tensor:
@@ -41,8 +45,15 @@ class SplitEvaluator:
     the word-search positions and the unit vocabulary are made here, not at every call (the trainer
     validates through one of these each epoch). Every sum of a call stays on the device until its end.
 
-    The arguments are ``evaluate``'s. The word search runs on the decode's stream: on a second stream it
-    did not overlap the next batch's replay on the H200 (benchmarks/h200-2026-12-02b/README.md, run 5).
+    The arguments are ``evaluate``'s, and ``neighbours``: the length of each word's neighbour list
+    (``NeighbourRanks``; 0 searches every word through the whole vocabulary).
+
+    The word search (each measured token's rank among the vocabulary) runs in two tiers: ``NeighbourRanks``
+    searches each prediction's nearest words of its true word, exact wherever the prediction is close
+    enough to its word for that to suffice, and the rows it cannot vouch for are searched through the
+    whole vocabulary in one go at the end (``word_full_search`` counts them). It runs on the decode's
+    stream: on a second stream it did not overlap the next batch's replay on the H200
+    (benchmarks/h200-2026-12-02b/README.md, run 5).
     """
 
     def __init__(
@@ -58,6 +69,7 @@ class SplitEvaluator:
         precision: str = "fp32",
         dist: DistContext | None = None,
         step: InferenceStep | None = None,
+        neighbours: int = 64,
     ) -> None:
         if split not in data.windows:
             raise ConfigError(f"unknown split {split!r}; splits: {', '.join(data.windows)}")
@@ -79,6 +91,7 @@ class SplitEvaluator:
         self.tokens = int(self.batches.lengths.sum())
         self.vocabulary = F.normalize(table.float(), dim=-1, eps=1e-8) if words else None
         self.where: list[Tensor] = []  # per batch: its word-search positions, flat in (rows x length)
+        sample = torch.zeros_like(windows.mask)
         if words:
             sample = _word_sample(windows.mask, word_sample, data.seed)
             chosen = torch.zeros_like(self.batches.mask_host)
@@ -91,21 +104,32 @@ class SplitEvaluator:
             joined = torch.cat(self.where).to(self.device)  # one copy for the whole split
             self.where = [joined[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
         self.word_tokens = sum(len(w) for w in self.where)
+        self.ranker: NeighbourRanks | None = None
+        self._word_setup = 0.0  # the neighbour lists' search, counted in the first call's setup
+        if self.vocabulary is not None and self.word_tokens:
+            tick = time.perf_counter()
+            # the whole sample's words (in a distributed job a superset of this rank's)
+            words_measured = windows.ids[sample].to(self.device)
+            self.ranker = NeighbourRanks(self.vocabulary, words_measured, neighbours=neighbours)
+            synchronize(self.device)
+            self._word_setup = time.perf_counter() - tick
+        self._unsettled: list[tuple[Tensor, Tensor, Tensor]] = []  # rows the lists could not vouch for
 
     def __call__(self, teacher_forcing: float = 0.0) -> dict[str, Any]:
         """The split's metrics now (``evaluate``'s dict)."""
         acc = torch.float32 if self.device.type == "mps" else torch.float64
-        scalars = torch.zeros(4, dtype=acc, device=self.device)  # loss x tokens, cosine, top-1, top-5
+        # loss x tokens, cosine, top-1, top-5, words searched through the whole vocabulary
+        scalars = torch.zeros(5, dtype=acc, device=self.device)
         position = torch.zeros(self.batches.mask.shape[1], dtype=acc, device=self.device)
         was_training = self.model.training
         self.model.eval()
-        setup = 0.0
+        setup, self._word_setup = self._word_setup, 0.0
         try:
             if teacher_forcing == 0.0 and len(self.batches):
                 tick = time.perf_counter()
                 if self.step.prepare(self.batches[0]):
                     synchronize(self.device)
-                    setup = time.perf_counter() - tick
+                    setup += time.perf_counter() - tick
             tick = time.perf_counter()
             for i in range(len(self.batches)):
                 batch = self.batches[i]
@@ -115,6 +139,7 @@ class SplitEvaluator:
                     with torch.no_grad(), autocast(self.device, self.precision):
                         pred = self.model(batch.x, batch.mask, teacher_forcing=teacher_forcing).reconstruction.float()
                 self._add(scalars, position, i, pred, batch)
+            self._settle(scalars)
             head = [float(self.tokens), float(self.word_tokens), *scalars.tolist()]  # reads the device once
             positions, counts = position.tolist(), self.position_count
             seconds = time.perf_counter() - tick
@@ -122,7 +147,7 @@ class SplitEvaluator:
             self.model.train(was_training)
         if self.dist is not None and self.dist.is_distributed:
             head, positions, counts = (all_reduce_sum(self.dist, v) for v in (head, positions, counts))
-        tokens, word_tokens, loss, cosine, top1, top5 = head
+        tokens, word_tokens, loss, cosine, top1, top5, searched = head
         keep = max((i + 1 for i, c in enumerate(counts) if c), default=0)
         words = self.vocabulary is not None
         return {
@@ -134,6 +159,7 @@ class SplitEvaluator:
             "word_top1": top1 / max(word_tokens, 1.0) if words else None,
             "word_top5": top5 / max(word_tokens, 1.0) if words else None,
             "word_tokens": int(word_tokens),
+            "word_full_search": int(searched),
             "per_position_cosine": [round(s / c, 6) if c else None for s, c in zip(positions, counts, strict=True)][
                 :keep
             ],
@@ -153,9 +179,27 @@ class SplitEvaluator:
         if self.vocabulary is not None and len(self.where[i]) and batch.ids is not None:
             where = self.where[i]
             flat = pred.reshape(-1, pred.shape[-1]).index_select(0, where)
-            ranks = word_ranks(flat, self.vocabulary, batch.ids.reshape(-1).index_select(0, where))
+            truth = batch.ids.reshape(-1).index_select(0, where)
+            assert self.ranker is not None
+            ranks, covered = self.ranker(flat, truth)
+            scalars[2] += ((ranks == 0) & covered).sum()
+            scalars[3] += ((ranks < 5) & covered).sum()
+            self._unsettled.append((flat, truth, covered))
+            if sum(len(t) for _, t, _ in self._unsettled) >= SETTLE_ROWS:
+                self._settle(scalars)
+
+    def _settle(self, scalars: Tensor) -> None:
+        """Rank the rows the neighbour lists did not cover against the whole vocabulary (one host sync)."""
+        if not self._unsettled or self.vocabulary is None:
+            return
+        flat, truth, covered = (torch.cat(parts) for parts in zip(*self._unsettled, strict=True))
+        self._unsettled.clear()
+        rows = torch.nonzero(~covered).squeeze(1)
+        if len(rows):
+            ranks = word_ranks(flat.index_select(0, rows), self.vocabulary, truth.index_select(0, rows))
             scalars[2] += (ranks == 0).sum()
             scalars[3] += (ranks < 5).sum()
+            scalars[4] += len(rows)
 
 
 def evaluate(
@@ -179,7 +223,8 @@ def evaluate(
         model: the autoencoder (its mode is restored afterwards).
         data: the windows and embeddings.
         split: 'train', 'val' or 'test'.
-        batch_size: windows per forward pass (the last batch is padded with empty rows on CUDA).
+        batch_size: the most windows per forward pass (the split is cut into as few batches as that
+            allows, of even sizes; on CUDA the last one is padded with empty rows).
         teacher_forcing: 0.0 (default) decodes through the engine's ``InferenceStep``; above 0 the
             forward runs eagerly with that teacher forcing.
         words: also measure nearest-word top-1/top-5 against the whole embedding vocabulary.
@@ -193,10 +238,12 @@ def evaluate(
 
     Returns:
         {'split', 'windows', 'tokens', 'loss', 'cosine', 'word_top1', 'word_top5', 'word_tokens',
-        'per_position_cosine', 'teacher_forcing', 'setup_seconds', 'seconds', 'seq_per_s'}: 'setup_seconds'
-        is the step's warm-up and CUDA-graph capture before the first batch (0 off CUDA or when ``step``
-        has its graph already), 'seconds' the decode and metric loop after it, device-synchronised, and
-        'seq_per_s' this rank's windows over 'seconds'.
+        'word_full_search', 'per_position_cosine', 'teacher_forcing', 'setup_seconds', 'seconds',
+        'seq_per_s'}: 'word_full_search' is how many measured tokens were too far from their words for the
+        neighbour lists and were ranked against the whole vocabulary; 'setup_seconds' the work done once
+        before the first batch: the word search's neighbour lists and the step's warm-up and CUDA-graph
+        capture (0 off CUDA without words); 'seconds' the decode and metric loop after it,
+        device-synchronised; 'seq_per_s' this rank's windows over 'seconds'.
     """
     evaluator = SplitEvaluator(
         model, data, split, batch_size=batch_size, words=words, word_sample=word_sample, device=device,

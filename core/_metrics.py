@@ -119,6 +119,73 @@ def word_ranks(
     return ranks.clamp_(max=cap)
 
 
+class NeighbourRanks:
+    """``word_ranks`` for predictions of a known set of true words, searching each prediction's
+    ``neighbours`` nearest words of its true word instead of the whole vocabulary wherever that provably
+    finds every word that outranks the true one; the rows it cannot vouch for are flagged ``covered=False``
+    for a full ``word_ranks`` search.
+
+    Why it is exact: for unit vectors q (the prediction), t (its true word) and w, a word w with
+    cos(q, w) > cos(q, t) = m lies within twice the angle between q and t of t, so cos(t, w) > 2m^2 - 1
+    (for m > 0). Every word closer to t than its ``neighbours``-th neighbour is in t's neighbour list; so
+    when 2m^2 - 1 exceeds that neighbour's cosine (``limit``, less a rounding margin) the list holds every
+    word that can outrank t, and counting within it gives the whole vocabulary's rank.
+
+    A well-trained model's predictions sit close to their words (token cosine above 0.99), and almost
+    every row is covered: a search of ``neighbours`` words instead of all V (400k for GloVe). The lists
+    are found once here, one ``nearest_words`` search of the distinct true words.
+
+    Args:
+        unit_vocabulary: (V, E) unit-normalised word vectors.
+        words: the true words that will be ranked (any order, repeats allowed).
+        neighbours: how many of each word's nearest words are kept.
+        margin: slack on the cosine bound for rounding (the bound and the lists are computed in fp32).
+    """
+
+    def __init__(self, unit_vocabulary: Tensor, words: Tensor, *, neighbours: int = 64, margin: float = 1e-4) -> None:
+        V = unit_vocabulary.shape[0]
+        device = unit_vocabulary.device
+        words = torch.unique(words.long().to(device))
+        k = max(0, min(neighbours, V - 1))
+        self.vocabulary, self.margin = unit_vocabulary, margin
+        self.slot = torch.full((V,), -1, dtype=torch.long, device=device)
+        self.slot[words] = torch.arange(len(words), device=device)
+        if k == 0 or len(words) == 0:
+            self.lists = torch.zeros(len(words), 0, dtype=torch.long, device=device)
+        else:
+            found = nearest_words(unit_vocabulary[words], unit_vocabulary, k=k + 1)  # (D, k + 1), best first
+            drop = found == words[:, None]  # the word itself, or else the last one found
+            drop[:, -1] |= ~drop.any(dim=1)
+            self.lists = found[~drop].view(len(words), k)
+        if k == V - 1 or k == 0:  # every other word is listed: every row is covered; or none is
+            self.limit = torch.full((len(words),), float("-inf" if k == V - 1 else "inf"), device=device)
+        else:
+            self.limit = (unit_vocabulary[self.lists[:, -1]] * unit_vocabulary[words]).sum(dim=-1)
+
+    def __call__(self, pred: Tensor, truth: Tensor, *, cap: int = 5, budget: int = 2**25) -> tuple[Tensor, Tensor]:
+        """(ranks, covered) for predictions ``pred`` (N, E) of words ``truth`` (N,).
+
+        ``ranks`` is ``word_ranks``'s answer on the covered rows (on the others, the rank within the list
+        only; a word that was not among ``words`` is never covered);
+        ``budget`` bounds the gathered neighbour vectors alive at once (floats). No host sync.
+        """
+        q = F.normalize(pred.float(), dim=-1, eps=1e-8)
+        slot = self.slot[truth.long()]
+        N, E, k = q.shape[0], q.shape[1], self.lists.shape[1]
+        ranks = torch.empty(N, dtype=torch.long, device=q.device)
+        covered = torch.empty(N, dtype=torch.bool, device=q.device)
+        chunk = max(1, budget // max(1, (k + 1) * E))
+        for start in range(0, N, chunk):
+            rows = slice(start, start + chunk)
+            listed = torch.cat([truth[rows].long()[:, None], self.lists[slot[rows]]], dim=1)  # (n, k + 1)
+            scores = torch.bmm(self.vocabulary[listed], q[rows, :, None]).squeeze(-1)  # one product for all
+            mine = scores[:, 0]
+            ranks[rows] = (scores[:, 1:] > mine[:, None]).sum(dim=1)
+            bound = torch.where(mine > 0, 2 * mine * mine - 1, -1.0)  # cosine that any better word exceeds
+            covered[rows] = (bound - self.margin > self.limit[slot[rows]]) & (slot[rows] >= 0)
+        return ranks.clamp_(max=cap), covered
+
+
 class ReconstructionMetrics:
     """Accumulates metrics over batches; token-weighted, pads excluded.
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import quatrain
-from quatrain._batches import Batcher, SplitBatches
+from quatrain._batches import Batcher, SplitBatches, balanced_batch
 from quatrain._evaluate import evaluate
-from quatrain._metrics import ReconstructionMetrics, nearest_words, word_ranks
+from quatrain._metrics import NeighbourRanks, ReconstructionMetrics, nearest_words, word_ranks
 from quatrain._trainstep import InferenceStep
 from quatrain.data import build_data, load_corpus, load_embeddings
 
@@ -52,6 +52,72 @@ def test_a_word_tied_with_the_truth_does_not_count_against_it(count):
     assert word_ranks(pred, F.normalize(vocab, dim=-1), truth, count=count).tolist() == [0, 2]
 
 
+@pytest.mark.parametrize("budget", [40, 2**25])
+@pytest.mark.parametrize("neighbours", [1, 6, 40, 299, 1000])
+def test_neighbour_ranks_equal_the_whole_vocabulary_search_wherever_they_vouch_for_a_row(neighbours, budget):
+    """The rank within the true word's neighbour list is the float64 whole-vocabulary rank on every covered
+    row; close predictions are covered, far ones are not, and with every word listed every row is."""
+    torch.manual_seed(2)
+    vocab = torch.randn(300, 8)
+    vocab[7] = 2 * vocab[3]  # two words pointing the same way: a tie never counts against the truth
+    truth = torch.randint(0, 300, (400,))
+    truth[:6] = torch.tensor([3, 7, 3, 7, 3, 7])
+    pred = vocab[truth] + torch.linspace(0.0, 1.5, 400)[:, None] * torch.randn(400, 8)  # exact to far off
+    unit = F.normalize(vocab, dim=-1)
+    ranker = NeighbourRanks(unit, truth[:300], neighbours=neighbours)  # the last 100 rows' words may be unlisted
+    ranks, covered = ranker(pred, truth, cap=7, budget=budget)
+    cos = F.normalize(pred.double(), dim=-1) @ F.normalize(vocab.double(), dim=-1).T
+    exact = (cos > cos.gather(1, truth[:, None])).sum(dim=1).clamp(max=7)
+    assert torch.equal(ranks[covered], exact[covered])
+    full = word_ranks(pred, unit, truth, cap=7)  # (it may count the twin of rows 0-5, rounded a hair above)
+    assert torch.equal(ranks[6:][covered[6:]], full[6:][covered[6:]])
+    listed = torch.isin(truth, truth[:300])
+    assert not covered[~listed].any()  # a word without a list is never vouched for
+    if neighbours >= 299:
+        assert covered[listed].all()
+    else:
+        assert covered[6:20].all() and int(covered[-100:].sum()) < 50  # close predictions are, far ones mostly not
+        # the twin direction is the one neighbour: a list of one cannot vouch for anything beyond it
+        assert covered[:6].all() if neighbours > 1 else not covered[:6].any()
+    assert (ranks[:6][covered[:6]] == 0).all()  # the twin ties with the truth and does not outrank it
+    if neighbours == 6:
+        assert int((exact[covered] > 0).sum()) > 0  # some covered rows have better words than the truth
+
+
+@pytest.mark.parametrize("neighbours", [0, 2, 6, 64])
+def test_evaluate_searches_only_the_rows_its_lists_do_not_cover(data, neighbours):
+    """Whatever the lists' length, the metrics are the whole-vocabulary search's; an untrained model is far
+    from its words and needs the whole search, one that gives back its input (nearly) exactly does not."""
+    from quatrain._evaluate import SplitEvaluator
+
+    torch.manual_seed(0)
+    model = quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny"))
+    V = data.embeddings.vectors.shape[0]
+    found = SplitEvaluator(model, data, "val", batch_size=4, neighbours=neighbours)()
+    plain = _reference(model, data, "val")
+    assert (found["word_top1"], found["word_top5"]) == (plain["word_top1"], plain["word_top5"])
+    if neighbours >= V - 1:
+        assert found["word_full_search"] == 0  # every word is listed
+    else:
+        assert found["word_full_search"] > 0
+
+    def near_copy(x, mask, teacher_forcing=0.0):
+        return type("Out", (), {"reconstruction": x + 1e-3 * torch.sin(3 * x)})()
+
+    model.forward = near_copy  # type: ignore[method-assign]
+    found = SplitEvaluator(model, data, "val", batch_size=4, neighbours=neighbours)()
+    assert found["word_top1"] == 1.0
+    assert found["word_full_search"] == (found["word_tokens"] if neighbours == 0 else 0)
+
+
+@pytest.mark.parametrize(
+    ("count", "batch", "multiple", "size"),
+    [(326, 256, 8, 168), (326, 64, 8, 56), (326, 256, 1, 163), (5, 256, 8, 8), (10, 4, 8, 4), (0, 64, 8, 8)],
+)
+def test_a_split_is_cut_into_even_batches(count, batch, multiple, size):
+    assert balanced_batch(count, batch, multiple) == size
+
+
 @pytest.mark.parametrize("static", [True, False], ids=["static", "trimmed"])
 def test_split_batches_equal_the_engine_batcher(data, static):
     windows = data.windows["train"]
@@ -91,7 +157,8 @@ def test_evaluate_equals_the_plain_metrics_at_any_batch_size(model, data, batch_
     while positions and positions[-1] is None:  # evaluate lists the positions some window reaches
         positions = positions[:-1]
     assert found["per_position_cosine"] == pytest.approx(positions, abs=2e-6)
-    assert found["setup_seconds"] == 0.0 and found["seconds"] > 0  # no capture off CUDA
+    assert found["seconds"] > 0 and found["setup_seconds"] > 0  # the word search's neighbour lists
+    assert evaluate(model, data, "train", batch_size=batch_size, words=False)["setup_seconds"] == 0.0  # no capture
 
 
 def test_a_word_sample_measures_that_many_tokens(model, data):
