@@ -1,7 +1,7 @@
 """Where a train step's time goes: one eager step under torch.profiler (kernel count, GPU-busy time, top
 kernels) beside the graphed step's time, for the baseline and the backends named.
 
-    python benchmarks/profile_gpu.py --preset seed --device cuda
+    python benchmarks/profile_gpu.py --preset seed --device cuda [--batch-size 32] [--variants none,naive,...]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from quatrain.registry._measure import measure
 from quatrain.registry._probe import build_variants, make_batch
 
 
-def kernel_summary(prof: profile, top: int = 8) -> tuple[int, float, list[tuple[str, int, float]]]:
+def kernel_summary(prof: profile, top: int = 12) -> tuple[int, float, list[tuple[str, int, float]]]:
     """(kernel launches, total kernel ms, top kernels by time) of one profiled region."""
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     total_ms = sum(e.device_time for e in kernels) / 1000.0
@@ -34,12 +34,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--variants", default="none,naive,cached-decoder")
+    parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     config = quatrain.ModelConfig.preset(args.preset)
     names = args.variants.split(",")
     models = build_variants(config, names, device=device, dtype=dtype, registry=get_registry())
-    x, mask = make_batch(config, 32, device, dtype)
+    x, mask = make_batch(config, args.batch_size, device, dtype)
     cuda = device.type == "cuda"
     for mode in ("train-seq", "train-par", "infer"):
         for name in names:
