@@ -3,11 +3,9 @@
 K and V are fixed over a decode, so their per-step gradients can wait: each step's backward computes only
 the query's gradient and records its softmax ``P_t``, the score gradient ``dS_t``, its scaled query ``Q_t``
 and the incoming ``dO_t``; after the last step's backward, one batched product gives
-``dV = sum_t P_t^T dO_t`` and ``dK = sum_t dS_t^T Q_t / sqrt(d)`` (instead of a full-size dK and dV written
-and accumulated at every step). The forward of a step is a plain ``matmul``-softmax-``matmul`` for the one
-query (no SDPA kernel selection), with the 1/sqrt(d) scale folded into K once per sequence and the key mask
-applied by the softmax itself (``torch._masked_softmax``), so a step is three kernels after its query
-projection. The parallel path (teacher forcing 1.0, and the stretches of forced steps
+``dV = sum_t P_t^T dO_t`` and ``dK = sum_t dS_t^T Q_t`` (instead of a full-size dK and dV written and
+accumulated at every step). The forward of a step is a plain ``matmul``-softmax-``matmul`` for the one
+query (no SDPA kernel selection). The parallel path (teacher forcing 1.0, and the stretches of forced steps
 on CPU) is the cached decoder's SDPA. Layout ``q-kv-o``, like ``cached-decoder``.
 tests/plugins/test_deferred_kv.py checks it against naive (the conformance kit) and the deferred gradients
 against autograd's.
@@ -37,7 +35,7 @@ class Record(NamedTuple):
     ds: Tensor
     """(B, h, 1, S) the gradient of its scores."""
     q: Tensor
-    """(B, h, 1, d) its query (unscaled: the scale is applied once, in the deferred product)."""
+    """(B, h, 1, d) its query, scaled by 1/sqrt(d)."""
 
 
 class DeferredKeys(NamedTuple):
@@ -46,12 +44,11 @@ class DeferredKeys(NamedTuple):
     keys: Keys
     """K and V split into heads (views of the projection), for the parallel path and for weights."""
     k_t: Tensor
-    """(B, h, d, S) K transposed and scaled by 1/sqrt(d), contiguous: what each single-query step multiplies
-    with."""
+    """(B, h, d, S) K transposed, contiguous: what each single-query step multiplies with."""
     v: Tensor
     """(B, h, S, d) V, contiguous, zero on rows without keys (so their contexts are zero)."""
-    masked: Tensor
-    """(B, h, 1, S) bool, True at keys not attended (fully masked rows opened up), the scores' shape."""
+    bias: Tensor
+    """(B, 1, 1, S) additive score mask: 0 where attended, -inf elsewhere (fully masked rows opened up)."""
     records: list[Record]
 
 
@@ -74,7 +71,7 @@ class _Defer(torch.autograd.Function):
         if records:
             p, do, ds, q = (torch.cat(parts, dim=2) for parts in zip(*records, strict=True))  # (B, h, N, .)
             records.clear()
-            dk_steps = (ds.transpose(-2, -1) @ q) * (1.0 / math.sqrt(q.shape[-1]))  # sum_t dS_t^T Q_t / sqrt(d)
+            dk_steps = ds.transpose(-2, -1) @ q  # (B, h, S, d) = sum_t dS_t^T Q_t
             dv_steps = p.transpose(-2, -1) @ do  # (B, h, S, d) = sum_t P_t^T dO_t
             dk = dk_steps if dk is None else dk + dk_steps
             dv = dv_steps if dv is None else dv + dv_steps
@@ -82,28 +79,26 @@ class _Defer(torch.autograd.Function):
 
 
 class _SingleQuery(torch.autograd.Function):
-    """One query per row against fixed K (pre-scaled), V: forward as matmul, masked softmax, matmul; backward
-    only for the query."""
+    """One query per row against fixed K, V: forward as matmul-softmax-matmul, backward only for the query."""
 
     @staticmethod
-    def forward(ctx: Any, q: Tensor, k_t: Tensor, v: Tensor, masked: Tensor, records: list[Record]) -> Tensor:
-        # (B, h, 1, S): the scores, softmaxed with the masked keys left out (mask type 2: the scores' shape),
-        # zero there; V is zero on rows without keys
-        p = torch._masked_softmax(q @ k_t, masked, -1, 2)
-        ctx.save_for_backward(q, k_t, v, p)
+    def forward(ctx: Any, q: Tensor, k_t: Tensor, v: Tensor, bias: Tensor, records: list[Record]) -> Tensor:
+        scaled = q * (1.0 / math.sqrt(q.shape[-1]))  # (B, h, 1, d)
+        p = torch.softmax(scaled @ k_t + bias, dim=-1)  # (B, h, 1, S); V is zero on rows without keys
+        ctx.save_for_backward(scaled, k_t, v, p)
         ctx.records = records
         return p @ v  # (B, h, 1, d)
 
     @staticmethod
     def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None]:
-        q, k_t, v, p = ctx.saved_tensors
+        scaled, k_t, v, p = ctx.saved_tensors
         dp = do @ v.transpose(-2, -1)  # (B, h, 1, S)
         # Softmax backward, p * (dp - sum(dp * p)), by torch's own kernel (it accumulates in float32 for
-        # bfloat16/float16); zero at masked keys (p is); on rows without keys V is zero, so dp, and their
-        # score gradient, are zero.
+        # bfloat16/float16); on rows without keys V is zero, so dp, and their score gradient, are zero.
         ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
-        ctx.records.append(Record(p, do, ds, q))
-        return ds @ k_t.transpose(-2, -1), None, None, None, None  # K^T carries the scale
+        ctx.records.append(Record(p, do, ds, scaled))
+        dq = (ds @ k_t.transpose(-2, -1)) * (1.0 / math.sqrt(scaled.shape[-1]))
+        return dq, None, None, None, None
 
 
 class DeferredKVAttention(CachedDecoderAttention):
@@ -115,10 +110,9 @@ class DeferredKVAttention(CachedDecoderAttention):
         # atomics (PyTorch's SDPA docs), so, as for cached-decoder, no bit-reproducibility is promised there.
         deterministic=False,
         notes=(
-            "K and V are projected once per sequence (with autograd), K scaled by 1/sqrt(d) there; each step "
-            "is a single-query matmul, a masked softmax and a matmul; each step's backward computes only the "
-            "query's gradient, and dK, dV come from one batched product over all steps after the last step's "
-            "backward",
+            "K and V are projected once per sequence (with autograd); each step is a single-query "
+            "matmul-softmax-matmul; each step's backward computes only the query's gradient, and dK, dV come "
+            "from one batched product over all steps after the last step's backward",
             "the parallel path (teacher forcing 1.0, forced stretches on CPU) is SDPA, as in cached-decoder",
             "w_o is folded into the decoder's integration layer once per decode (AttentionBackend.output_weight)",
             "need_weights=True takes the explicit softmax with ordinary autograd",
@@ -134,25 +128,24 @@ class DeferredKVAttention(CachedDecoderAttention):
         if torch.is_grad_enabled() and (state.k.requires_grad or state.v.requires_grad):
             k_steps, v_steps = _Defer.apply(state.k, state.v, records)
             state = state._replace(k=k_steps, v=v_steps)
-        B, h, S = state.k.shape[0], state.k.shape[1], state.k.shape[2]
-        masked = (~state.mask.attn_mask).expand(B, h, 1, S).contiguous()
+        bias = torch.zeros_like(state.mask.has_key).expand(-1, -1, -1, k.shape[1])
+        bias = bias.masked_fill(~state.mask.attn_mask, float("-inf"))  # (B, 1, 1, S)
         # One copy per sequence into the layouts a single-query matmul reads fastest (a strided K^T or V
-        # would be copied by every step's matmul on CPU), K^T scaled by 1/sqrt(d) on the way.
-        k_t = (state.k * (1.0 / math.sqrt(state.k.shape[-1]))).transpose(-2, -1).contiguous()
-        return DeferredKeys(state, k_t, state.v.contiguous(), masked, records)
+        # would be copied by every step's matmul on CPU).
+        return DeferredKeys(state, state.k.transpose(-2, -1).contiguous(), state.v.contiguous(), bias, records)
 
     def step(self, query: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         q = split_heads(self.w_q(query).unsqueeze(1), self.num_heads)  # (B, h, 1, d)
         if need_weights:
             context, weights = attend(q, state.keys, True)
         else:
-            context = _SingleQuery.apply(q, state.k_t, state.v, state.masked, state.records)
+            context = _SingleQuery.apply(q, state.k_t, state.v, state.bias, state.records)
             weights = None
         return self.w_o(merge_heads(context)).squeeze(1), (weights.squeeze(2) if weights is not None else None)
 
     def step_context(self, query: Tensor, state: Any) -> Tensor:
         q = split_heads(self.w_q(query).unsqueeze(1), self.num_heads)
-        return merge_heads(_SingleQuery.apply(q, state.k_t, state.v, state.masked, state.records)).squeeze(1)
+        return merge_heads(_SingleQuery.apply(q, state.k_t, state.v, state.bias, state.records)).squeeze(1)
 
     def parallel(self, queries: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         return super().parallel(queries, state.keys, need_weights)
