@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# triton-step on the H200 (issue 13), one device call (kind nvidia-h200, carry [".whl"]) of about 8 minutes:
+#   gpu-tests.txt   the CUDA tests of triton-step, deferred-kv, the output fold, the step engine and the kit
+#   profile-b32.txt benchmarks/profile_gpu.py at batch 32: none, deferred-kv, triton-step (graphed time, kernels)
+#   cuda-seed-*.{json,md}, in perf-runs.tar.gz: quatrain bench of every backend, fp32 b32 (and what STAGES adds)
+# STAGES (default "tests profile b32"): any of tests, profile, b32, bf16, b256.
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:?set OUT}
+PY=${PY:-python3}
+ITERS=${ITERS:-20}
+STAGES=${STAGES:-tests profile b32}
+RUNS=$OUT/perf-runs
+mkdir -p "$RUNS"
+export QUATRAIN_CACHE=${QUATRAIN_CACHE:-/tmp/quatrain-cache}
+. "$(dirname "$0")/_device.sh"  # the clock (stamp) and the install
+has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
+$PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+if has tests; then
+  stamp "CUDA tests"
+  timeout 200 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py tests/plugins/test_triton_step.py \
+    tests/plugins/test_deferred_kv.py tests/plugins/test_output_fold.py > "$OUT/gpu-tests.txt" 2>&1
+  tail -3 "$OUT/gpu-tests.txt"
+fi
+if has profile; then
+  stamp "profile, batch 32"
+  timeout 100 $PY benchmarks/profile_gpu.py --preset seed --device cuda --batch-size 32 \
+    --variants none,deferred-kv,triton-step > "$OUT/profile-b32.txt" 2>&1
+  grep "##" "$OUT/profile-b32.txt"
+fi
+bench() {  # bench NAME ARGS...
+  local name=$1; shift
+  stamp "bench $name"
+  timeout "${BENCH_LIMIT:-200}" $PY -m quatrain bench --preset seed --device cuda --iters "$ITERS" "$@" \
+    --out "$RUNS/$name.json" --markdown "$RUNS/$name.md" 2>"$RUNS/$name.log"
+  echo "exit $?"; grep -E "^- best|^- inference" "$RUNS/$name.md" 2>/dev/null
+}
+has b32 && bench cuda-seed-fp32-b32 --dtype fp32 --batch-size 32
+has bf16 && bench cuda-seed-bf16-b32 --dtype bf16 --batch-size 32
+has b256 && bench cuda-seed-fp32-b256 --dtype fp32 --batch-size 256
+tar czf "$OUT/perf-runs.tar.gz" -C "$OUT" perf-runs && rm -rf "$RUNS"
+stamp done

@@ -1,0 +1,131 @@
+"""Triton kernels of ``triton-step``: one decoder step's single-query attention, forward and backward.
+
+One program per (row, head): the query (d,) against that row's keys and values (S, d), read in place
+through their strides (the split-heads views of the K/V projection, no copy). The forward writes the
+context straight into the merged-heads (B, H) layout and, when training, the softmax P and the scaled
+query that the deferred K/V product (``deferred_kv._Defer``) needs; the backward writes the query's
+gradient and the score gradient dS. Everything is computed in float32, whatever the storage dtype; the
+head dimension (a compile-time constant) is walked in chunks, so any head size runs with the key axis held in one tile (the
+backend sends memories of at most ``triton_step.MAX_KEYS`` keys).
+Imported only when the kernels run (``triton-step`` declares ``requires=("triton",)``).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+_TILE = 8192
+"""Elements of one (keys x head-chunk) tile, which sets the chunk of the head dimension."""
+
+
+def _blocks(num_keys: int, head_dim: int) -> tuple[int, int]:
+    block_s = max(16, triton.next_power_of_2(num_keys))
+    block_d = max(16, min(triton.next_power_of_2(head_dim), _TILE // block_s))
+    return block_s, block_d
+
+
+@triton.jit
+def _forward(
+    q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, p_ptr, qs_ptr,
+    num_heads, num_keys, scale,
+    sqb, skb, skh, sks, svb, svh, svs, sbb, sbs,
+    head_dim: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, TRAINING: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0) // num_heads
+    head = tl.program_id(0) % num_heads
+    s = tl.arange(0, BLOCK_S)
+    s_in = s < num_keys
+    q_row = q_ptr + row * sqb + head * head_dim
+    k_rows = k_ptr + row * skb + head * skh + s[:, None] * sks
+    v_rows = v_ptr + row * svb + head * svh + s[:, None] * svs
+    scores = tl.zeros([BLOCK_S], dtype=tl.float32)
+    for d0 in range(0, head_dim, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        d_in = d < head_dim
+        q = tl.load(q_row + d, mask=d_in, other=0.0).to(tl.float32) * scale
+        k = tl.load(k_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
+        scores += tl.sum(k * q[None, :], axis=1)
+        if TRAINING:
+            tl.store(qs_ptr + row * head_dim * num_heads + head * head_dim + d, q, mask=d_in)
+    bias = tl.load(bias_ptr + row * sbb + s * sbs, mask=s_in, other=float("-inf")).to(tl.float32)
+    scores = scores + bias
+    e = tl.exp(scores - tl.max(scores, axis=0))
+    p = e / tl.sum(e, axis=0)
+    if TRAINING:
+        tl.store(p_ptr + (row * num_heads + head) * num_keys + s, p, mask=s_in)
+    for d0 in range(0, head_dim, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        d_in = d < head_dim
+        v = tl.load(v_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
+        context = tl.sum(v * p[:, None], axis=0)
+        tl.store(out_ptr + row * head_dim * num_heads + head * head_dim + d, context, mask=d_in)
+
+
+@triton.jit
+def _backward(
+    do_ptr, p_ptr, k_ptr, v_ptr, dq_ptr, ds_ptr,
+    num_heads, num_keys, scale,
+    sdb, skb, skh, sks, svb, svh, svs,
+    head_dim: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0) // num_heads
+    head = tl.program_id(0) % num_heads
+    s = tl.arange(0, BLOCK_S)
+    s_in = s < num_keys
+    do_row = do_ptr + row * sdb + head * head_dim
+    k_rows = k_ptr + row * skb + head * skh + s[:, None] * sks
+    v_rows = v_ptr + row * svb + head * svh + s[:, None] * svs
+    dp = tl.zeros([BLOCK_S], dtype=tl.float32)
+    for d0 in range(0, head_dim, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        d_in = d < head_dim
+        do = tl.load(do_row + d, mask=d_in, other=0.0).to(tl.float32)
+        v = tl.load(v_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
+        dp += tl.sum(v * do[None, :], axis=1)
+    p = tl.load(p_ptr + (row * num_heads + head) * num_keys + s, mask=s_in, other=0.0).to(tl.float32)
+    ds = p * (dp - tl.sum(p * dp, axis=0))  # softmax backward; zero on padded keys (p = 0 there)
+    tl.store(ds_ptr + (row * num_heads + head) * num_keys + s, ds, mask=s_in)
+    for d0 in range(0, head_dim, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        d_in = d < head_dim
+        k = tl.load(k_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
+        dq = tl.sum(k * ds[:, None], axis=0) * scale
+        tl.store(dq_ptr + row * head_dim * num_heads + head * head_dim + d, dq, mask=d_in)
+
+
+def forward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Contexts (B, H) of queries ``q`` (B, H) over ``k``, ``v`` (B, h, S, d) with additive ``bias`` (B, S).
+
+    Also returns, when ``training``, P (B, h, S) and the scaled query (B, H); else two empty tensors.
+    """
+    B, h, S, d = k.shape
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    out = q.new_empty(B, h * d)
+    p = q.new_empty(B, h, S) if training else out  # not written unless training
+    qs = q.new_empty(B, h * d) if training else out
+    block_s, block_d = _blocks(S, d)
+    _forward[(B * h,)](
+        q, k, v, bias, out, p, qs, h, S, d**-0.5,
+        q.stride(0), *k.stride()[:3], *v.stride()[:3], *bias.stride(),
+        head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d, TRAINING=training,
+    )  # fmt: skip
+    return out, p, qs
+
+
+def backward(do: Tensor, p: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """The query's gradient (B, H) and the score gradient dS (B, h, S), from the context's gradient ``do``."""
+    B, h, S, d = k.shape
+    do = do if do.stride(-1) == 1 else do.contiguous()
+    dq = do.new_empty(B, h * d)
+    ds = torch.empty_like(p)
+    block_s, block_d = _blocks(S, d)
+    _backward[(B * h,)](
+        do, p, k, v, dq, ds, h, S, d**-0.5,
+        do.stride(0), *k.stride()[:3], *v.stride()[:3],
+        head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d,
+    )  # fmt: skip
+    return dq, ds
+

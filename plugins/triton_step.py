@@ -1,0 +1,188 @@
+"""``triton-step``: ``deferred-kv`` with each decoder step's single-query attention as one Triton kernel.
+
+``deferred-kv`` runs a step's attention as six kernels (scale, scores, mask, softmax, context, merge) and
+its backward as four; at the seed preset on an H200 those small kernels, not arithmetic, are most of
+what attention adds to a step. Here the forward is one kernel (scores, mask, softmax and context of every
+(row, head), written in the merged-heads layout) and the backward one more (the query's gradient and dS),
+both in float32 whatever the storage dtype (plugins/_triton_kernels.py). The query projection's weight
+gradient is deferred as K and V's are: each step's backward leaves (dq, query), and one product after the
+last step gives dWq (rather than a product and an accumulation at every step). Everything else is
+``deferred-kv``'s: K and V projected once per sequence, their gradients from one batched product after
+the last step, ``w_o`` folded into the integration layer, SDPA for the parallel path. Where the kernels
+do not apply (not CUDA, float64, a memory longer than ``MAX_KEYS``, weights asked for) a step takes
+``deferred-kv``'s matmul path. Under Triton's interpreter (``TRITON_INTERPRET=1``) the kernels also run
+on CPU tensors, which is how tests/plugins/test_triton_step.py checks their math without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from quatrain import Capabilities, hookimpl
+
+from ._attention import SDPA_KERNEL_NOTES
+from .deferred_kv import DeferredKeys, DeferredKVAttention, Record
+
+WeightRecord = tuple[Tensor, Tensor]
+"""One step's share of the query weight's gradient: (dq (B, H), the step's query (B, H))."""
+
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_KEYS = 1024
+"""Longest memory the kernels take (they hold the key axis in one tile)."""
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+"""Triton's interpreter is on: its kernels run on CPU tensors too."""
+
+
+class _KernelStep(torch.autograd.Function):
+    """A step's attention by the Triton kernels: query (B, H) -> merged contexts (B, H); K/V grads deferred."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, records: list[Record]) -> Tensor:
+        from . import _triton_kernels
+
+        training = ctx.needs_input_grad[0]
+        out, p, scaled = _triton_kernels.forward(q, k, v, bias, training)
+        if training:
+            ctx.save_for_backward(k, v, p, scaled)
+            ctx.records = records
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None]:
+        from . import _triton_kernels
+
+        k, v, p, scaled = ctx.saved_tensors
+        dq, ds = _triton_kernels.backward(do, p, k, v)
+        B, h, _, d = k.shape
+        heads = (B, 1, h, d)  # a (B, H) tensor seen as the (B, h, 1, d) a record holds
+        ctx.records.append(
+            Record(p.unsqueeze(2), do.reshape(heads).transpose(1, 2), ds.unsqueeze(2), scaled.view(heads).transpose(1, 2))
+        )
+        return dq, None, None, None, None
+
+
+class _DeferWeight(torch.autograd.Function):
+    """Identity on ``w_q``'s weight whose backward adds every step's share in one product, dW = sum_t dq_t^T x_t
+    (rather than a (H, H) product and an accumulation per step); runs after every step's backward."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, records: list[WeightRecord]) -> Tensor:
+        ctx.records = records
+        ctx.set_materialize_grads(False)
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx: Any, dw: Tensor | None) -> tuple[Tensor | None, None]:
+        records: list[WeightRecord] = ctx.records
+        if records:
+            dq, x = (torch.cat(parts) for parts in zip(*records, strict=True))  # (N, H) each, N = steps x B
+            records.clear()
+            dw = dq.t() @ x if dw is None else dw + dq.t() @ x
+        return dw, None
+
+
+class _Project(torch.autograd.Function):
+    """``x @ W^T`` whose backward gives x's gradient at once and leaves W's share to ``_DeferWeight``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, records: list[WeightRecord]) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.records = records
+        return x @ weight.t()
+
+    @staticmethod
+    def backward(ctx: Any, dq: Tensor) -> tuple[Tensor | None, None, None]:
+        x, weight = ctx.saved_tensors
+        if ctx.needs_input_grad[1]:
+            ctx.records.append((dq, x))
+        return (dq @ weight if ctx.needs_input_grad[0] else None), None, None
+
+
+class StepKeys(NamedTuple):
+    """deferred-kv's state of a prepared sequence, with the query weight the kernel steps project through."""
+
+    deferred: DeferredKeys
+    kernel: bool
+    """The steps run the Triton kernels (else deferred-kv's matmul path)."""
+    w_q: Tensor
+    """``w_q``'s weight through ``_DeferWeight`` when training, else the weight itself."""
+    w_records: list[WeightRecord] | None
+    """The steps' shares of its gradient (None: not deferred, steps use the plain linear map)."""
+
+
+class TritonStepAttention(DeferredKVAttention):
+    name = "triton-step"
+    capabilities = Capabilities(
+        layout="q-kv-o",
+        devices=("cuda",),
+        requires=("triton",),
+        # The kernels use no atomics; the parallel path's SDPA backward may (see cached-decoder).
+        deterministic=False,
+        warmup="Triton compiles its two kernels once per shape class (cached on disk by Triton)",
+        notes=(
+            "each decoder step's attention is one Triton kernel forward (scores, mask, softmax, context, in "
+            "float32) and one backward (the query's gradient and dS); K and V are read in place, once per step",
+            "w_q's weight gradient is deferred too: one product over every step's (dq, query) after the last step",
+            "otherwise deferred-kv: K/V projected once per sequence, their gradients from one batched product "
+            "after the last step, w_o folded into the integration layer",
+            f"steps take deferred-kv's matmul path on float64, for memories over {MAX_KEYS} keys, and when "
+            "weights are asked for (the explicit softmax)",
+            "the parallel path (teacher forcing 1.0) is SDPA, as in cached-decoder",
+            *SDPA_KERNEL_NOTES,
+        ),
+    )
+
+    step_path: str | None
+    """'triton' or 'matmul': how the steps over the last prepared batch run (None before the first)."""
+
+    def __init__(self, hidden_size: int, num_heads: int) -> None:
+        super().__init__(hidden_size, num_heads)
+        self.step_path = None
+
+    def prepare(self, memory: Tensor, key_mask: Tensor) -> StepKeys:
+        state = super().prepare(memory, key_mask)
+        k = state.keys.k
+        kernel = (k.is_cuda or INTERPRETED) and k.dtype in KERNEL_DTYPES and k.shape[2] <= MAX_KEYS
+        self.step_path = "triton" if kernel else "matmul"
+        weight = self.w_q.weight
+        if kernel and torch.is_grad_enabled() and weight.requires_grad:
+            records: list[WeightRecord] = []
+            return StepKeys(state, True, _DeferWeight.apply(weight, records), records)
+        return StepKeys(state, kernel, weight, None)
+
+    def _context(self, query: Tensor, state: StepKeys) -> Tensor:
+        """Merged contexts (B, H) of one step's queries (B, H), by the kernels."""
+        deferred = state.deferred
+        if state.w_records is None:
+            q = F.linear(query, state.w_q)
+        else:
+            q = _Project.apply(query, state.w_q, state.w_records)
+        bias = deferred.bias[:, 0, 0, :]  # (B, S)
+        return _KernelStep.apply(q, deferred.keys.k, deferred.keys.v, bias, deferred.records)
+
+    def step(self, query: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        if need_weights or not state.kernel:
+            return super().step(query, state.deferred, need_weights)
+        return self.w_o(self._context(query, state)), None
+
+    def step_context(self, query: Tensor, state: Any) -> Tensor:
+        if not state.kernel:
+            return super().step_context(query, state.deferred)
+        return self._context(query, state)
+
+    def parallel(self, queries: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        return super().parallel(queries, state.deferred, need_weights)
+
+    def parallel_context(self, queries: Tensor, state: Any) -> Tensor:
+        return super().parallel_context(queries, state.deferred)
+
+
+@hookimpl
+def register_attention_backends(register: Any) -> None:
+    register(TritonStepAttention)
+

@@ -1,0 +1,103 @@
+"""triton-step: deferred-kv whose single-query steps run as Triton kernels.
+
+The kernels' math is checked wherever Triton is installed: on CUDA natively, and on CPU under Triton's
+interpreter (``TRITON_INTERPRET=1``, in a fresh interpreter since Triton reads it at import). Without
+Triton only the matmul path (deferred-kv's) can run here, and the last test checks that it is the one taken.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from quatrain.testing import assert_conforms
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+
+INTERPRETED = """
+    import json
+    import torch
+    from quatrain.registry import load_registry
+    from quatrain.testing import check_backend
+
+    torch.set_num_threads(1)
+    registry = load_registry()
+    report = check_backend("triton-step", devices=("cpu",), registry=registry)
+    # Gradients of many steps over one prepared batch, a row without keys and a row with one key, against
+    # cached-decoder's ordinary autograd through SDPA.
+    torch.manual_seed(1)
+    fast = registry.backend("triton-step").cls(24, 3)
+    plain = registry.backend("cached-decoder").cls(24, 3)
+    plain.load_state_dict(fast.state_dict())
+    memory = torch.randn(3, 9, 24, requires_grad=True)
+    key_mask = torch.tensor([[True] * 9, [False] * 9, [True] + [False] * 8])
+    queries = torch.randn(3, 5, 24, requires_grad=True)
+    errors, paths = [], []
+    results = []
+    for attention in (fast, plain):
+        state = attention.prepare(memory, key_mask)
+        paths.append((getattr(attention, "step_path", None), getattr(state, "w_records", None) is not None))
+        out = torch.stack([attention.step(q, state)[0] for q in queries.unbind(1)], dim=1)
+        inputs = [memory, queries, *attention.parameters()]
+        results.append([out, *torch.autograd.grad((out * torch.linspace(-1, 1, 24)).sum(), inputs)])
+    for got, want in zip(*results):
+        errors.append(float((got - want).abs().max() / want.abs().max().clamp(min=1e-30)))
+    print(json.dumps({"passed": report.passed, "text": report.format(), "dtypes": sorted({c.dtype for c in report.checks}),
+                      "path": paths[0], "errors": errors, "empty_row": float(results[0][0][1].abs().max())}))
+"""
+
+
+@needs_triton
+@pytest.mark.slow
+def test_kernels_conform_under_the_interpreter():
+    """The conformance kit (every dtype, RNN kind, masks, outputs and gradients) and a many-step gradient check,
+    with the kernels run by Triton's interpreter on CPU."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(INTERPRETED)], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["path"] == ["triton", True]  # the kernels ran, with w_q's weight gradient deferred
+    assert result["passed"], result["text"]
+    assert result["dtypes"] == ["bfloat16", "float16", "float32"]
+    assert max(result["errors"]) < 1e-5, result["errors"]
+    assert result["empty_row"] == 0.0
+
+
+@needs_triton
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_kernels_conform_on_cuda(registry):
+    report = assert_conforms("triton-step", devices=("cuda",), registry=registry)
+    assert {c.dtype for c in report.checks} == {"float32", "bfloat16", "float16"}
+    attention = registry.backend("triton-step").cls(512, 4).cuda()
+    attention.prepare(torch.randn(2, 50, 512, device="cuda"), torch.ones(2, 50, dtype=torch.bool, device="cuda"))
+    assert attention.step_path == "triton"
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1", reason="the kernels would run"
+)
+def test_without_the_kernels_a_step_is_deferred_kvs(registry):
+    """On CPU (no interpreter) every step takes deferred-kv's matmul path: the same numbers, bit for bit."""
+    torch.manual_seed(0)
+    fast = registry.backend("triton-step").cls(16, 4)
+    plain = registry.backend("deferred-kv").cls(16, 4)
+    plain.load_state_dict(fast.state_dict())
+    memory, key_mask = torch.randn(2, 5, 16), torch.tensor([[True] * 5, [True, True] + [False] * 3])
+    query = torch.randn(2, 16)
+    outs = []
+    for attention in (fast, plain):
+        state = attention.prepare(memory, key_mask)
+        outs.append(attention.step(query, state)[0])
+    assert fast.step_path == "matmul"
+    assert torch.equal(outs[0], outs[1])
