@@ -5,8 +5,8 @@ through their strides (the split-heads views of the K/V projection, no copy). Th
 context straight into the merged-heads (B, H) layout and, when training, the softmax P and the scaled
 query that the deferred K/V product (``deferred_kv._Defer``) needs; the backward writes the query's
 gradient and the score gradient dS. Everything is computed in float32, whatever the storage dtype; the
-head dimension (a compile-time constant) is walked in chunks, so any head size runs with the key axis held in one tile (the
-backend sends memories of at most ``triton_step.MAX_KEYS`` keys).
+head dimension (a compile-time constant) is walked in chunks, so any head size runs with the key axis held
+in one tile (the backend sends memories of at most ``triton_step.MAX_KEYS`` keys).
 Imported only when the kernels run (``triton-step`` declares ``requires=("triton",)``).
 """
 
@@ -128,4 +128,3 @@ def backward(do: Tensor, p: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tenso
         head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d,
     )  # fmt: skip
     return dq, ds
-

@@ -60,9 +60,8 @@ class _KernelStep(torch.autograd.Function):
         dq, ds = _triton_kernels.backward(do, p, k, v)
         B, h, _, d = k.shape
         heads = (B, 1, h, d)  # a (B, H) tensor seen as the (B, h, 1, d) a record holds
-        ctx.records.append(
-            Record(p.unsqueeze(2), do.reshape(heads).transpose(1, 2), ds.unsqueeze(2), scaled.view(heads).transpose(1, 2))
-        )
+        do_heads, q_heads = do.reshape(heads).transpose(1, 2), scaled.view(heads).transpose(1, 2)
+        ctx.records.append(Record(p.unsqueeze(2), do_heads, ds.unsqueeze(2), q_heads))
         return dq, None, None, None, None
 
 
@@ -144,7 +143,7 @@ class TritonStepAttention(DeferredKVAttention):
         super().__init__(hidden_size, num_heads)
         self.step_path = None
 
-    def prepare(self, memory: Tensor, key_mask: Tensor) -> StepKeys:
+    def prepare(self, memory: Tensor, key_mask: Tensor) -> Any:  # a StepKeys (the parent's is DeferredKeys)
         state = super().prepare(memory, key_mask)
         k = state.keys.k
         kernel = (k.is_cuda or INTERPRETED) and k.dtype in KERNEL_DTYPES and k.shape[2] <= MAX_KEYS
@@ -158,10 +157,8 @@ class TritonStepAttention(DeferredKVAttention):
     def _context(self, query: Tensor, state: StepKeys) -> Tensor:
         """Merged contexts (B, H) of one step's queries (B, H), by the kernels."""
         deferred = state.deferred
-        if state.w_records is None:
-            q = F.linear(query, state.w_q)
-        else:
-            q = _Project.apply(query, state.w_q, state.w_records)
+        records = state.w_records
+        q = F.linear(query, state.w_q) if records is None else _Project.apply(query, state.w_q, records)
         bias = deferred.bias[:, 0, 0, :]  # (B, S)
         return _KernelStep.apply(q, deferred.keys.k, deferred.keys.v, bias, deferred.records)
 
@@ -185,4 +182,3 @@ class TritonStepAttention(DeferredKVAttention):
 @hookimpl
 def register_attention_backends(register: Any) -> None:
     register(TritonStepAttention)
-

@@ -50,8 +50,10 @@ INTERPRETED = """
         results.append([out, *torch.autograd.grad((out * torch.linspace(-1, 1, 24)).sum(), inputs)])
     for got, want in zip(*results):
         errors.append(float((got - want).abs().max() / want.abs().max().clamp(min=1e-30)))
-    print(json.dumps({"passed": report.passed, "text": report.format(), "dtypes": sorted({c.dtype for c in report.checks}),
-                      "path": paths[0], "errors": errors, "empty_row": float(results[0][0][1].abs().max())}))
+    dtypes = sorted({c.dtype for c in report.checks})
+    empty_row = float(results[0][0][1].abs().max())
+    print(json.dumps({"passed": report.passed, "text": report.format(), "dtypes": dtypes, "path": paths[0],
+                      "errors": errors, "empty_row": empty_row}))
 """
 
 
