@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import attrs
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 
 from ._config import ModelConfig
 from ._contract import AttentionBackend, StepFn
+from ._deferred import DeferredLinears, Linear
 from ._errors import ConfigError
 from ._resolve import convert_layout, resolve_backend
 from ._rnn import make_rnn, rnn_cell_step, sinusoids
@@ -115,36 +117,59 @@ class Decoder(nn.Module):
         return (h, c)
 
     def step(
-        self, inp: Tensor, state: Any, attn_state: Any, position: Tensor, need_weights: bool = False
+        self,
+        inp: Tensor,
+        state: Any,
+        attn_state: Any,
+        position: Tensor,
+        need_weights: bool = False,
+        linear: Linear = F.linear,
     ) -> tuple[Tensor, Any, Tensor | None]:
-        """One decoder step: input (B, E) -> output (B, E); weights (B, heads, S) if asked and attending."""
-        out, state = self.rnn(self.input_proj(inp).unsqueeze(1), state)
-        return self._attend(out.squeeze(1), state, attn_state, position, need_weights)
+        """One decoder step: input (B, E) -> output (B, E); weights (B, heads, S) if asked and attending.
+
+        ``linear`` applies the step's own linear layers (input, integration, output): ``F.linear``, or one
+        decode's ``DeferredLinears``, which defers their weight gradients to one product after the last step.
+        """
+        out, state = self.rnn(linear(inp, self.input_proj.weight, self.input_proj.bias).unsqueeze(1), state)
+        return self._attend(out.squeeze(1), state, attn_state, position, need_weights, linear)
 
     def cell_step(
-        self, inp: Tensor, state: Any, attn_state: Any, position: Tensor, need_weights: bool = False
+        self,
+        inp: Tensor,
+        state: Any,
+        attn_state: Any,
+        position: Tensor,
+        need_weights: bool = False,
+        linear: Linear = F.linear,
     ) -> tuple[Tensor, Any, Tensor | None]:
         """``step`` with the RNN layers written out as cell arithmetic (``rnn_cell_step``).
 
         Same function, same parameters; what ``torch.compile`` can trace on every device (the fused
         cuDNN RNN op is opaque to it, and dynamo skips ``nn.LSTM`` unless ``allow_rnn`` is set).
         """
-        out, state = rnn_cell_step(self.rnn, self.input_proj(inp), state)
-        return self._attend(out, state, attn_state, position, need_weights)
+        out, state = rnn_cell_step(self.rnn, linear(inp, self.input_proj.weight, self.input_proj.bias), state)
+        return self._attend(out, state, attn_state, position, need_weights, linear)
 
     def _attend(
-        self, out: Tensor, state: Any, attn_state: Any, position: Tensor, need_weights: bool
+        self, out: Tensor, state: Any, attn_state: Any, position: Tensor, need_weights: bool, linear: Linear
     ) -> tuple[Tensor, Any, Tensor | None]:
         query = self.dropout(out) + position  # (B, H)
         weights = None
         if isinstance(attn_state, Folded):
             assert self.attention is not None
             context = self.attention.step_context(query, attn_state.state)
-            return self.out(self._integrate_folded(query, context, attn_state.weight)), state, None
+            hidden = self._integrate_folded(query, context, attn_state.weight, linear)
+            return linear(hidden, self.out.weight, self.out.bias), state, None
         if self.attention is not None:
             context, weights = self.attention.step(query, attn_state, need_weights)
             query = torch.cat([query, context], dim=-1)  # (B, 2H)
-        return self.out(self.integrate(query)), state, weights
+        return linear(self._integration(query, linear), self.out.weight, self.out.bias), state, weights
+
+    def _integration(self, hidden: Tensor, linear: Linear, layers: Any = None) -> Tensor:
+        """The integration MLP (or ``layers`` of it), its linear layers applied by ``linear``."""
+        for layer in self.integrate if layers is None else layers:
+            hidden = linear(hidden, layer.weight, layer.bias) if isinstance(layer, nn.Linear) else layer(hidden)
+        return hidden
 
     def fold(self, attn_state: Any) -> Any:
         """``attn_state`` with the backend's output weight folded into the integration layer's first
@@ -156,13 +181,11 @@ class Decoder(nn.Module):
         assert isinstance(first, Tensor)
         return Folded(attn_state, torch.cat([first[:, :H], first[:, H:] @ getattr(self.attention, name).weight], 1))
 
-    def _integrate_folded(self, query: Tensor, context: Tensor, weight: Tensor) -> Tensor:
+    def _integrate_folded(self, query: Tensor, context: Tensor, weight: Tensor, linear: Linear = F.linear) -> Tensor:
         bias = self.integrate[0].bias
         assert isinstance(bias, Tensor)
-        hidden = F.linear(torch.cat([query, context], dim=-1), weight, bias)
-        for layer in list(self.integrate)[1:]:  # the rest of the integration MLP, as self.integrate runs it
-            hidden = layer(hidden)
-        return hidden
+        hidden = linear(torch.cat([query, context], dim=-1), weight, bias)
+        return self._integration(hidden, linear, list(self.integrate)[1:])  # the rest of the MLP
 
     def run(
         self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False
@@ -226,6 +249,10 @@ class Decoder(nn.Module):
         stretches = self.engine_for(z.device) == "stretches"
         single = self.cell_step if stretches else self.step
         step = self.attention.wrap_step(single) if self.attention is not None else (self.compiled_step or single)
+        if step is single and torch.is_grad_enabled():
+            # The decoder's own step (not one a backend wrapped or compiled): its linear layers' weight
+            # gradients are summed once after the last step's backward, not at every step (core/_deferred.py).
+            step = functools.partial(single, linear=DeferredLinears())
         if coins is not None and targets is not None and stretches and self.can_run_parallel:
             inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
             return self._decode_stretches(step, inputs, coins, state, attn_state, positions, need_weights)

@@ -5,8 +5,8 @@ its backward as four; at the seed preset on an H200 those small kernels, not ari
 what attention adds to a step. Here the forward is one kernel (scores, mask, softmax and context of every
 (row, head), written in the merged-heads layout) and the backward one more (the query's gradient and dS),
 both in float32 whatever the storage dtype (plugins/_triton_kernels.py). The query projection's weight
-gradient is deferred as K and V's are: each step's backward leaves (dq, query), and one product after the
-last step gives dWq (rather than a product and an accumulation at every step). Everything else is
+gradient is deferred as K and V's are (``quatrain._deferred``, as the decoder does for its own layers): each
+step's backward leaves (dq, query), and one product after the last step gives dWq. Everything else is
 ``deferred-kv``'s: K and V projected once per sequence, their gradients from one batched product after
 the last step, ``w_o`` folded into the integration layer, SDPA for the parallel path. Where the kernels
 do not apply (not CUDA, float64, a memory longer than ``MAX_KEYS``, weights asked for) a step takes
@@ -24,12 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from quatrain import Capabilities, hookimpl
+from quatrain._deferred import DeferredLinears, Linear
 
 from ._attention import SDPA_KERNEL_NOTES
 from .deferred_kv import DeferredKeys, DeferredKVAttention, Record
-
-WeightRecord = tuple[Tensor, Tensor]
-"""One step's share of the query weight's gradient: (dq (B, H), the step's query (B, H))."""
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_KEYS = 1024
@@ -65,53 +63,15 @@ class _KernelStep(torch.autograd.Function):
         return dq, None, None, None, None
 
 
-class _DeferWeight(torch.autograd.Function):
-    """Identity on ``w_q``'s weight whose backward adds every step's share in one product, dW = sum_t dq_t^T x_t
-    (rather than a (H, H) product and an accumulation per step); runs after every step's backward."""
-
-    @staticmethod
-    def forward(ctx: Any, weight: Tensor, records: list[WeightRecord]) -> Tensor:
-        ctx.records = records
-        ctx.set_materialize_grads(False)
-        return weight.view_as(weight)
-
-    @staticmethod
-    def backward(ctx: Any, dw: Tensor | None) -> tuple[Tensor | None, None]:
-        records: list[WeightRecord] = ctx.records
-        if records:
-            dq, x = (torch.cat(parts) for parts in zip(*records, strict=True))  # (N, H) each, N = steps x B
-            records.clear()
-            dw = dq.t() @ x if dw is None else dw + dq.t() @ x
-        return dw, None
-
-
-class _Project(torch.autograd.Function):
-    """``x @ W^T`` whose backward gives x's gradient at once and leaves W's share to ``_DeferWeight``."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, records: list[WeightRecord]) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.records = records
-        return x @ weight.t()
-
-    @staticmethod
-    def backward(ctx: Any, dq: Tensor) -> tuple[Tensor | None, None, None]:
-        x, weight = ctx.saved_tensors
-        if ctx.needs_input_grad[1]:
-            ctx.records.append((dq, x))
-        return (dq @ weight if ctx.needs_input_grad[0] else None), None, None
-
-
 class StepKeys(NamedTuple):
     """deferred-kv's state of a prepared sequence, with the query weight the kernel steps project through."""
 
     deferred: DeferredKeys
     kernel: bool
     """The steps run the Triton kernels (else deferred-kv's matmul path)."""
-    w_q: Tensor
-    """``w_q``'s weight through ``_DeferWeight`` when training, else the weight itself."""
-    w_records: list[WeightRecord] | None
-    """The steps' shares of its gradient (None: not deferred, steps use the plain linear map)."""
+    linear: Linear
+    """How the steps apply ``w_q``: a ``DeferredLinears`` when training (its weight gradient summed once after
+    the last step), else ``F.linear``."""
 
 
 class TritonStepAttention(DeferredKVAttention):
@@ -148,17 +108,13 @@ class TritonStepAttention(DeferredKVAttention):
         k = state.keys.k
         kernel = (k.is_cuda or INTERPRETED) and k.dtype in KERNEL_DTYPES and k.shape[2] <= MAX_KEYS
         self.step_path = "triton" if kernel else "matmul"
-        weight = self.w_q.weight
-        if kernel and torch.is_grad_enabled() and weight.requires_grad:
-            records: list[WeightRecord] = []
-            return StepKeys(state, True, _DeferWeight.apply(weight, records), records)
-        return StepKeys(state, kernel, weight, None)
+        defer = kernel and torch.is_grad_enabled() and self.w_q.weight.requires_grad
+        return StepKeys(state, kernel, DeferredLinears() if defer else F.linear)
 
     def _context(self, query: Tensor, state: StepKeys) -> Tensor:
         """Merged contexts (B, H) of one step's queries (B, H), by the kernels."""
         deferred = state.deferred
-        records = state.w_records
-        q = F.linear(query, state.w_q) if records is None else _Project.apply(query, state.w_q, records)
+        q = state.linear(query, self.w_q.weight)
         bias = deferred.bias[:, 0, 0, :]  # (B, S)
         return _KernelStep.apply(q, deferred.keys.k, deferred.keys.v, bias, deferred.records)
 

@@ -1,0 +1,86 @@
+"""Weight gradients deferred over a decode: a linear map that every step applies, its gradient summed once.
+
+A sequential decode applies the same linear layers at every step. Autograd then computes, per step and
+per layer, a (out x in) weight-gradient product over B rows, a bias reduction and an accumulation into
+the gradient so far: at the seed preset on an H200, small kernels that cost more than the arithmetic.
+Here each step's backward computes only its input's gradient and leaves ``(dy, x)``; after the last
+step's backward, one product over all steps' rows gives ``dW = sum_t dy_t^T x_t`` and one sum gives the
+bias's. Same function, same gradients (to float rounding; tests/core/test_deferred.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Linear = Callable[..., Tensor]
+"""What applies a step's linear layers: ``F.linear`` or a ``DeferredLinears``, called as (x, weight, bias)."""
+Record = tuple[Tensor, Tensor]
+"""One step's share of a layer's weight gradient: (dy (N, out), the step's input x (N, in))."""
+
+
+class _Defer(torch.autograd.Function):
+    """Identity on a layer's weight and bias whose backward adds every step's share in one product.
+
+    Every step's ``_Apply`` reads the views it returns, so autograd runs this after all of their backwards.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, bias: Tensor | None, records: list[Record]) -> tuple[Tensor, Tensor | None]:
+        ctx.records = records
+        ctx.set_materialize_grads(False)
+        return weight.view_as(weight), (bias.view_as(bias) if bias is not None else None)
+
+    @staticmethod
+    def backward(ctx: Any, dw: Tensor | None, db: Tensor | None) -> tuple[Tensor | None, Tensor | None, None]:
+        records: list[Record] = ctx.records
+        if records:
+            dy, x = (torch.cat(parts) for parts in zip(*records, strict=True))  # all steps' rows
+            records.clear()
+            dw = dy.t() @ x if dw is None else dw + dy.t() @ x
+            if ctx.needs_input_grad[1]:
+                db = dy.sum(0) if db is None else db + dy.sum(0)
+        return dw, db, None
+
+
+class _Apply(torch.autograd.Function):
+    """``F.linear`` whose backward gives the input's gradient at once and leaves the weight's to ``_Defer``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, records: list[Record]) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.records = records
+        ctx.deferring = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, None, None, None]:
+        x, weight = ctx.saved_tensors
+        if ctx.deferring:
+            ctx.records.append((dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])))
+        return (dy @ weight if ctx.needs_input_grad[0] else None), None, None, None
+
+
+class DeferredLinears:
+    """``F.linear`` for the steps of one decode, each weight's gradient deferred to one product.
+
+    Call it as ``F.linear(x, weight, bias)``; the first call with a weight sets up its deferral. Make one per
+    decode, with gradients enabled; the decoder passes it to its steps (``Decoder.step(..., linear=...)``).
+    """
+
+    def __init__(self) -> None:
+        self._layers: dict[int, tuple[Tensor, Tensor | None, list[Record], Tensor]] = {}
+
+    def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        entry = self._layers.get(id(weight))
+        if entry is None:
+            records: list[Record] = []
+            w, b = _Defer.apply(weight, bias, records)
+            entry = (w, b, records, weight)  # the weight itself kept, so its id stays this layer's
+            self._layers[id(weight)] = entry
+        w, b, records, _ = entry
+        return _Apply.apply(x, w, b, records)

@@ -1,0 +1,72 @@
+"""Deferred weight gradients: a decode's per-step linear layers summed once give autograd's gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import quatrain
+from quatrain import _model
+from quatrain._deferred import DeferredLinears
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_deferred_linear_equals_f_linear_over_many_steps(bias):
+    """A recurrence through two shared layers, float64: outputs and every gradient equal plain autograd's,
+    and the weights' shares arrive once, after the last step."""
+    torch.manual_seed(0)
+    w1, w2 = torch.randn(6, 5, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    b1, b2 = (torch.randn(6, dtype=torch.float64), torch.randn(5, dtype=torch.float64)) if bias else (None, None)
+    x0 = torch.randn(3, 5, dtype=torch.float64)
+    leaves = [t.requires_grad_() for t in (w1, w2, b1, b2, x0) if t is not None]
+    results = []
+    for linear in (F.linear, DeferredLinears()):
+        x, outs = x0, []
+        for _ in range(7):
+            x = torch.tanh(linear(torch.relu(linear(x, w1, b1)), w2, b2))
+            outs.append(x)
+        out = torch.stack(outs)
+        results.append((out, torch.autograd.grad((out * torch.linspace(-1, 1, 5)).sum(), leaves)))
+    (plain, plain_grads), (deferred, deferred_grads) = results
+    torch.testing.assert_close(deferred, plain)
+    for got, want in zip(deferred_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_a_frozen_weight_gets_no_gradient_and_the_input_still_does():
+    weight = torch.randn(4, 4)
+    x = torch.randn(2, 4, requires_grad=True)
+    linear = DeferredLinears()
+    (grad,) = torch.autograd.grad(linear(linear(x, weight), weight).sum(), x)
+    torch.testing.assert_close(grad, torch.autograd.grad(F.linear(F.linear(x, weight), weight).sum(), x)[0])
+
+
+@pytest.mark.parametrize("attention", ["encoder", "none"])
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_the_decoders_deferred_steps_equal_plain_autograd(tiny, make_batch, monkeypatch, attention, rnn):
+    """The sequential decode (the 'steps' engine, teacher forcing 0.5, dropout off) in float64: the loss and
+    every parameter's gradient equal those of the same decode with F.linear at every step."""
+    config = tiny.evolve(attention=attention, rnn=rnn, dropout=0.0)
+    model = quatrain.Autoencoder(config, None if attention == "none" else "cached-decoder", engine="steps").double()
+    x, mask = make_batch(config, [6, 4, 1])
+    x = x.double()
+    calls = []
+
+    class Counted(DeferredLinears):
+        def __call__(self, x, weight, bias=None):
+            calls.append(weight.shape)
+            return super().__call__(x, weight, bias)
+
+    results = []
+    for deferred in (True, False):
+        monkeypatch.setattr(_model, "DeferredLinears", Counted if deferred else lambda: F.linear)
+        torch.manual_seed(3)  # the same coins
+        out = model(x, mask, teacher_forcing=0.5).reconstruction
+        loss = (out * torch.linspace(-1, 1, config.embed_dim, dtype=torch.float64)).square().sum()
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    (loss_d, grads_d), (loss_p, grads_p) = results
+    torch.testing.assert_close(loss_d, loss_p)
+    for (name, _), got, want in zip(model.named_parameters(), grads_d, grads_p, strict=True):
+        torch.testing.assert_close(got, want, msg=name)
+    assert len(calls) == 6 * 4  # every step's four linear layers went through the deferral
