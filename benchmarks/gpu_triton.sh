@@ -18,7 +18,7 @@ has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 if has tests; then
   stamp "CUDA tests"
-  timeout 200 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py tests/plugins/test_triton_step.py \
+  timeout 200 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py tests/core/test_deferred.py tests/plugins/test_triton_step.py \
     tests/plugins/test_deferred_kv.py tests/plugins/test_output_fold.py > "$OUT/gpu-tests.txt" 2>&1
   tail -3 "$OUT/gpu-tests.txt"
 fi
