@@ -7,7 +7,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from ._model import lengths_of
+from ._mask import lengths_of
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ from ._config import ModelConfig
 from ._contract import AttentionBackend, StepFn
 from ._deferred import DeferredLinears, Linear
 from ._errors import ConfigError
+from ._mask import lengths_of
 from ._resolve import convert_layout, resolve_backend
 from ._rnn import make_rnn, rnn_cell_step, sinusoids
 
@@ -28,20 +29,6 @@ class Folded(NamedTuple):
 
 ENGINES = ("stretches", "steps")
 """How the sequential decode runs (``Decoder.engine``); see ``Decoder.__init__``."""
-
-
-def lengths_of(mask: Tensor) -> Tensor:
-    """Valid lengths (B,) of a left-aligned bool mask (B, T); anything else is refused."""
-    if mask.dtype != torch.bool or mask.dim() != 2:
-        raise ValueError(f"mask must be a (B, T) bool tensor, got {tuple(mask.shape)} {mask.dtype}")
-    lengths = mask.sum(dim=1)
-    aligned = torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
-    # The check reads a device tensor on the host; inside CUDA-graph capture that is not allowed (the
-    # train step checks each batch's mask before replaying a captured graph instead).
-    capturing = mask.is_cuda and torch.cuda.is_current_stream_capturing()
-    if not capturing and not torch.equal(aligned, mask):
-        raise ValueError("mask must be left-aligned: real tokens first, then padding")
-    return lengths
 
 
 @attrs.frozen
