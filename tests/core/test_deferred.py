@@ -70,3 +70,30 @@ def test_the_decoders_deferred_steps_equal_plain_autograd(tiny, make_batch, monk
     for (name, _), got, want in zip(model.named_parameters(), grads_d, grads_p, strict=True):
         torch.testing.assert_close(got, want, msg=name)
     assert len(calls) == 6 * 4  # every step's four linear layers went through the deferral
+
+
+def test_no_deferral_without_gradients_or_for_a_wrapped_step(tiny, make_batch, monkeypatch, registry):
+    """Inference builds none; nor does a decode whose step a backend wrapped (it runs the step as it wants)."""
+    made = []
+
+    class Counted(DeferredLinears):
+        def __init__(self) -> None:
+            made.append(self)
+            super().__init__()
+
+    monkeypatch.setattr(_model, "DeferredLinears", Counted)
+    base = registry.backend("cached-decoder").cls
+
+    class Wrapping(base):
+        def wrap_step(self, step):
+            return lambda *args: step(*args)
+
+    x, mask = make_batch(tiny, [5, 3])
+    plain = quatrain.Autoencoder(tiny, "cached-decoder", engine="steps")
+    with torch.no_grad():
+        plain(x, mask, teacher_forcing=0.5)
+    assert made == []
+    quatrain.Autoencoder(tiny, Wrapping, engine="steps")(x, mask, teacher_forcing=0.5).reconstruction.sum().backward()
+    assert made == []
+    plain(x, mask, teacher_forcing=0.5).reconstruction.sum().backward()
+    assert len(made) == 1

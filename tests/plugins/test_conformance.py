@@ -8,6 +8,7 @@ also run in fresh interpreters under ``ONEDNN_MAX_CPU_ISA=AVX2`` and under the d
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -33,17 +34,21 @@ def _builtins() -> dict[str, dict[str, object]]:
         found[name] = {
             "devices": None if "cpu" in caps.devices else ("cpu",),
             "expensive": caps.warmup_seconds > EXPENSIVE_WARMUP_S,
+            "missing": [package for package in caps.requires if importlib.util.find_spec(package) is None],
         }
     return found
 
 
 BUILTINS = _builtins()
-CHEAP = [name for name, how in BUILTINS.items() if not how["expensive"]]
+CHEAP = [name for name, how in BUILTINS.items() if not how["expensive"] and not how["missing"]]
+"""Run here: not slow to warm up, and every package it requires installed (a backend that needs one, like
+triton-step, is also tested in its own file wherever the package is: tests/plugins/test_triton_step.py)."""
 
 
 def test_builtins_come_from_the_registry():
-    assert {"naive", "fused-qkv", "sdpa-flash", "cached-decoder", "mps", "compiled"} <= set(BUILTINS)
+    assert {"naive", "fused-qkv", "sdpa-flash", "cached-decoder", "mps", "compiled", "triton-step"} <= set(BUILTINS)
     assert [name for name, how in BUILTINS.items() if how["expensive"]] == ["compiled"]
+    assert {"naive", "cached-decoder", "deferred-kv", "mps"} <= set(CHEAP)
 
 
 @pytest.mark.parametrize("name", CHEAP)
