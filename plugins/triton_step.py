@@ -43,7 +43,7 @@ class _KernelStep(torch.autograd.Function):
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, records: list[Record]) -> Tensor:
         from . import _triton_kernels
 
-        training = ctx.needs_input_grad[0]
+        training = any(ctx.needs_input_grad[:3])  # q, K or V: the backward needs P either way
         out, p, scaled = _triton_kernels.forward(q, k, v, bias, training)
         if training:
             ctx.save_for_backward(k, v, p, scaled)

@@ -50,6 +50,17 @@ INTERPRETED = """
         results.append([out, *torch.autograd.grad((out * torch.linspace(-1, 1, 24)).sum(), inputs)])
     for got, want in zip(*results):
         errors.append(float((got - want).abs().max() / want.abs().max().clamp(min=1e-30)))
+    # Queries without gradients and w_q frozen: K and V still get theirs through the kernel's backward.
+    for p in (*fast.w_q.parameters(), *plain.w_q.parameters()):
+        p.requires_grad_(False)
+    frozen = []
+    for attention in (fast, plain):
+        state = attention.prepare(memory, key_mask)
+        out = torch.stack([attention.step(q, state)[0] for q in queries.detach().unbind(1)], dim=1)
+        trained = [memory, *(p for p in attention.parameters() if p.requires_grad)]
+        frozen.append(torch.autograd.grad(out.square().sum(), trained))
+    for got, want in zip(*frozen):
+        errors.append(float((got - want).abs().max() / want.abs().max().clamp(min=1e-30)))
     dtypes = sorted({c.dtype for c in report.checks})
     empty_row = float(results[0][0][1].abs().max())
     print(json.dumps({"passed": report.passed, "text": report.format(), "dtypes": dtypes, "path": paths[0],
