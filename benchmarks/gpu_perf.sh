@@ -13,7 +13,7 @@ PRESET=${PRESET:-seed}
 DEVICE=${DEVICE:-cuda}
 ITERS=${ITERS:-30}
 HEADS_ITERS=${HEADS_ITERS:-20}
-HEADS=${HEADS:-1 2 4 8}
+HEADS=${HEADS-1 2 4 8}  # HEADS="" runs none
 HEADS_BACKENDS=${HEADS_BACKENDS:-naive,cached-decoder,deferred-kv}
 BUDGET_S=${BUDGET_S:-480}
 RUNS=$OUT/perf-runs
