@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import attrs
@@ -152,7 +153,7 @@ class Decoder(nn.Module):
             query = torch.cat([query, context], dim=-1)  # (B, 2H)
         return linear(self._integration(query, linear), self.out.weight, self.out.bias), state, weights
 
-    def _integration(self, hidden: Tensor, linear: Linear, layers: Any = None) -> Tensor:
+    def _integration(self, hidden: Tensor, linear: Linear, layers: Iterable[nn.Module] | None = None) -> Tensor:
         """The integration MLP (or ``layers`` of it), its linear layers applied by ``linear``."""
         for layer in self.integrate if layers is None else layers:
             hidden = linear(hidden, layer.weight, layer.bias) if isinstance(layer, nn.Linear) else layer(hidden)
