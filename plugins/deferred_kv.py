@@ -121,6 +121,11 @@ class DeferredKVAttention(CachedDecoderAttention):
     )
 
     def prepare(self, memory: Tensor, key_mask: Tensor) -> Any:  # a DeferredKeys (the parent's is Keys)
+        return self._deferred_keys(memory, key_mask, matmul_layouts=True)
+
+    def _deferred_keys(self, memory: Tensor, key_mask: Tensor, matmul_layouts: bool) -> DeferredKeys:
+        """The prepared sequence; ``matmul_layouts``: copy K^T and V into the layouts the single-query
+        matmuls read fastest, else leave them views (for steps that read K and V through their strides)."""
         k, v = self.w_kv(memory).chunk(2, dim=-1)  # (B, S, H) each, once per sequence
         state = keys(k, v, prepare_mask(key_mask, memory.dtype), self.num_heads, zero_empty=True)
         probe_kernel(self, state)
@@ -132,7 +137,10 @@ class DeferredKVAttention(CachedDecoderAttention):
         bias = bias.masked_fill(~state.mask.attn_mask, float("-inf"))  # (B, 1, 1, S)
         # One copy per sequence into the layouts a single-query matmul reads fastest (a strided K^T or V
         # would be copied by every step's matmul on CPU).
-        return DeferredKeys(state, state.k.transpose(-2, -1).contiguous(), state.v.contiguous(), bias, records)
+        k_t, v_steps = state.k.transpose(-2, -1), state.v
+        if matmul_layouts:
+            k_t, v_steps = k_t.contiguous(), v_steps.contiguous()
+        return DeferredKeys(state, k_t, v_steps, bias, records)
 
     def step(self, query: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         q = split_heads(self.w_q(query).unsqueeze(1), self.num_heads)  # (B, h, 1, d)

@@ -1,7 +1,7 @@
 """``triton-step``: ``deferred-kv`` with each decoder step's single-query attention as one Triton kernel.
 
-``deferred-kv`` runs a step's attention as six kernels (scale, scores, mask, softmax, context, merge) and
-its backward as four; at the seed preset on an H200 those small kernels, not arithmetic, are most of
+``deferred-kv`` runs a step's attention as five kernels (scale, scores, mask, softmax, context) and its
+backward as four; at the seed preset on an H200 those small kernels, not arithmetic, are most of
 what attention adds to a step. Here the forward is one kernel (scores, mask, softmax and context of every
 (row, head), written in the merged-heads layout) and the backward one more (the query's gradient and dS),
 both in float32 whatever the storage dtype (plugins/_triton_kernels.py). The query projection's weight
@@ -104,9 +104,9 @@ class TritonStepAttention(DeferredKVAttention):
         self.step_path = None
 
     def prepare(self, memory: Tensor, key_mask: Tensor) -> Any:  # a StepKeys (the parent's is DeferredKeys)
-        state = super().prepare(memory, key_mask)
-        k = state.keys.k
-        kernel = (k.is_cuda or INTERPRETED) and k.dtype in KERNEL_DTYPES and k.shape[2] <= MAX_KEYS
+        kernel = (memory.is_cuda or INTERPRETED) and memory.dtype in KERNEL_DTYPES and memory.shape[1] <= MAX_KEYS
+        # The kernels read K and V in place: no per-sequence copies into the matmul path's layouts.
+        state = self._deferred_keys(memory, key_mask, matmul_layouts=not kernel)
         self.step_path = "triton" if kernel else "matmul"
         defer = kernel and torch.is_grad_enabled() and self.w_q.weight.requires_grad
         return StepKeys(state, kernel, DeferredLinears() if defer else F.linear)
