@@ -264,3 +264,28 @@ def test_cuda_graph_inference_equals_eager(tiny):
         x, mask = _batch(tiny, device="cuda")
         torch.testing.assert_close(step(x, mask), model(x, mask).reconstruction, rtol=1e-4, atol=1e-5)
     assert step.graphed, step.fallback_reason
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_failed_capture_falls_back_to_eager_steps_that_still_draw_random_numbers():
+    """A body that cannot be captured (a host sync) runs eagerly, announced; its dropout, and every random op
+    after it, work (a failed capture leaves the generator marked as capturing unless the engine releases it)."""
+    from quatrain._graphs import Graphed
+
+    def body(x):
+        y = torch.nn.functional.dropout(x, 0.5, training=True)
+        return y * float(x.sum() > 0)  # a read on the host: fine eagerly, not while capturing
+
+    runner = Graphed(body, cuda_graph=True, warmup=1, what="test step")
+    x = torch.ones(64, device="cuda")
+    runner(x)  # warm-up on the side stream
+    with pytest.warns(GraphFallbackWarning, match="capture failed"):
+        y = runner(x)  # capture fails: the same call runs eagerly
+    assert not runner.graphs and runner.fallback_reason is not None
+    assert set(y.unique().tolist()) <= {0.0, 2.0} and 0 < int((y == 0).sum()) < 64  # dropout ran
+    assert torch.rand(3, device="cuda").shape == (3,)
+    follow = Graphed(lambda t: torch.nn.functional.dropout(t, 0.5, training=True), cuda_graph=True, warmup=1, what="x")
+    for _ in range(3):  # a later capture on the same device still works, and replays draw fresh masks
+        follow(x)
+    assert follow.graphs and not torch.equal(follow(x), follow(x))
