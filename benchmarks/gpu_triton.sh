@@ -3,7 +3,8 @@
 #   gpu-tests.txt   the CUDA tests of triton-step, deferred-kv, the output fold, the step engine and the kit
 #   profile-b32.txt benchmarks/profile_gpu.py at batch 32: none, deferred-kv, triton-step (graphed time, kernels)
 #   cuda-seed-*.{json,md}, in perf-runs.tar.gz: quatrain bench of every backend, fp32 b32 (and what STAGES adds)
-# STAGES (default "tests profile b32"): any of tests, profile, b32, bf16, b256.
+#   order.txt       the graphed padded-batch train-step test after the tests that used to break it (gpu_order.sh)
+# STAGES (default "tests profile b32"): any of tests, order, profile, b32, bf16, b256.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT}
@@ -21,6 +22,15 @@ if has tests; then
   timeout 200 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py tests/core/test_deferred.py tests/plugins/test_triton_step.py \
     tests/plugins/test_deferred_kv.py tests/plugins/test_output_fold.py > "$OUT/gpu-tests.txt" 2>&1
   tail -3 "$OUT/gpu-tests.txt"
+fi
+if has order; then
+  stamp "order: earlier tests, then the graphed padded-batch test"
+  T=tests/core/test_trainstep.py::test_graphed_train_step_with_a_padded_last_batch_equals_the_eager_step
+  for first in tests/plugins/test_deferred_kv.py tests/plugins/test_output_fold.py; do
+    echo "## $first then $T" >> "$OUT/order.txt"
+    timeout 150 $PY -m pytest -q -p no:cacheprovider "$first" "$T" >> "$OUT/order.txt" 2>&1
+    tail -1 "$OUT/order.txt"
+  done
 fi
 if has profile; then
   stamp "profile, batch 32"

@@ -17,15 +17,28 @@ from quatrain.registry._measure import measure
 from quatrain.registry._probe import build_variants, make_batch
 
 
-def kernel_summary(prof: profile, top: int = 12) -> tuple[int, float, list[tuple[str, int, float]]]:
-    """(kernel launches, total kernel ms, top kernels by time) of one profiled region."""
+def kernel_summary(prof: profile) -> tuple[int, float, list[tuple[str, int, float]]]:
+    """(kernel launches, total kernel ms, every kernel name with its launches and ms, by time) of one region."""
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     total_ms = sum(e.device_time for e in kernels) / 1000.0
     by_name: dict[str, list[float]] = {}
     for e in kernels:
         by_name.setdefault(e.name, []).append(e.device_time / 1000.0)
-    ranked = sorted(((n[:70], len(t), sum(t)) for n, t in by_name.items()), key=lambda r: -r[2])
-    return len(kernels), total_ms, ranked[:top]
+    ranked = sorted(((n, len(t), sum(t)) for n, t in by_name.items()), key=lambda r: -r[2])
+    return len(kernels), total_ms, ranked
+
+
+def print_launch_diff(counts: dict[str, dict[str, int]], names: list[str]) -> None:
+    """Per kernel name, the launches of each variant where they differ from the first variant's."""
+    base = names[0]
+    kernels = sorted({k for c in counts.values() for k in c})
+    rows = [(k, [counts[n].get(k, 0) for n in names]) for k in kernels]
+    rows = [(k, c) for k, c in rows if any(x != c[0] for x in c)]
+    if not rows:
+        return
+    print(f"\n   launches that differ from {base}'s: " + " / ".join(names))
+    for k, c in sorted(rows, key=lambda r: -(max(r[1]) - r[1][0])):
+        print(f"   {' / '.join(f'{x:5d}' for x in c)}  {k[:90]}")
 
 
 def main() -> None:
@@ -43,6 +56,7 @@ def main() -> None:
     x, mask = make_batch(config, args.batch_size, device, dtype)
     cuda = device.type == "cuda"
     for mode in ("train-seq", "train-par", "infer"):
+        counts: dict[str, dict[str, int]] = {}
         for name in names:
             model = models[name]
             eager = measure(model, mode, x, mask, iters=10, warmup=2, cuda_graph=False)
@@ -64,12 +78,15 @@ def main() -> None:
             else:
                 print()
             if cuda:
-                launches, busy, top = kernel_summary(prof)
+                launches, busy, ranked = kernel_summary(prof)
+                counts[name] = {kname: count for kname, count, _ in ranked}
                 print(f"   {launches} kernel launches, {busy:.2f} ms of kernel time in one eager step")
-                for kname, count, ms in top:
-                    print(f"   {ms:8.3f} ms  {count:5d}x  {kname}")
+                for kname, count, ms in ranked[:12]:
+                    print(f"   {ms:8.3f} ms  {count:5d}x  {kname[:70]}")
             else:
                 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+        if counts:
+            print_launch_diff(counts, names)
 
 
 if __name__ == "__main__":

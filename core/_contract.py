@@ -185,6 +185,12 @@ class AttentionBackend(nn.Module):
         """``step``'s output before ``output_weight``: the heads' merged contexts (B, H) (the output fold)."""
         raise NotImplementedError(f"backend {self.name!r} declares no output fold")
 
+    def step_joined(self, query: Tensor, state: Any) -> Tensor:
+        """What the decoder's folded integration layer reads: the query beside ``step_context``'s merged
+        contexts, (B, 2H). Override to produce both at once (``triton-step``'s kernel writes the query's copy
+        beside the contexts, so no concatenation runs per step). Default: the concatenation."""
+        return torch.cat([query, self.step_context(query, state)], dim=-1)
+
     def parallel_context(self, queries: Tensor, state: Any) -> Tensor:
         """``parallel``'s output before ``output_weight`` (B, T, H) (the output fold)."""
         raise NotImplementedError(f"backend {self.name!r} declares no output fold")

@@ -44,7 +44,10 @@ class _Defer(torch.autograd.Function):
         if records:
             dy, x = (torch.cat(parts) for parts in zip(*records, strict=True))  # all steps' rows
             records.clear()
-            dw = dy.t() @ x if dw is None else dw + dy.t() @ x
+            # Under autocast dy is in its dtype and x may not be (a step's float32 input): the product runs
+            # in dy's, as autocast runs the plain backward's (autograd casts the result to the weight's).
+            dw_steps = dy.t() @ x.to(dy.dtype)
+            dw = dw_steps if dw is None else dw + dw_steps
             if ctx.needs_input_grad[1]:
                 db = dy.sum(0) if db is None else db + dy.sum(0)
         return dw, db, None
@@ -65,7 +68,7 @@ class _Apply(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         if ctx.deferring:
             ctx.records.append((dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])))
-        return (dy @ weight if ctx.needs_input_grad[0] else None), None, None, None
+        return (dy @ weight.to(dy.dtype) if ctx.needs_input_grad[0] else None), None, None, None
 
 
 class DeferredLinears:
@@ -78,12 +81,18 @@ class DeferredLinears:
     def __init__(self) -> None:
         self._layers: dict[int, tuple[Tensor, Tensor | None, list[Record], Tensor]] = {}
 
-    def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    def views(self, weight: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor | None, list[Record]]:
+        """What a step reads for this layer: views of ``weight`` and ``bias`` whose backward adds the deferred
+        gradient, and the list each step's ``(dy, x)`` goes to. Made on the layer's first use. A step computing
+        its own input gradient (a fused kernel) reads the views and appends to the list itself."""
         entry = self._layers.get(id(weight))
         if entry is None:
             records: list[Record] = []
             w, b = _Defer.apply(weight, bias, records)
             entry = (w, b, records, weight)  # the weight itself kept, so its id stays this layer's
             self._layers[id(weight)] = entry
-        w, b, records, _ = entry
+        return entry[0], entry[1], entry[2]
+
+    def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        w, b, records = self.views(weight, bias)
         return _Apply.apply(x, w, b, records)

@@ -145,8 +145,8 @@ class Decoder(nn.Module):
         weights = None
         if isinstance(attn_state, Folded):
             assert self.attention is not None
-            context = self.attention.step_context(query, attn_state.state)
-            hidden = self._integrate_folded(query, context, attn_state.weight, linear)
+            joined = self.attention.step_joined(query, attn_state.state)  # [query | contexts]
+            hidden = self._integrate_folded(joined, attn_state.weight, linear)
             return linear(hidden, self.out.weight, self.out.bias), state, None
         if self.attention is not None:
             context, weights = self.attention.step(query, attn_state, need_weights)
@@ -169,10 +169,11 @@ class Decoder(nn.Module):
         assert isinstance(first, Tensor)
         return Folded(attn_state, torch.cat([first[:, :H], first[:, H:] @ getattr(self.attention, name).weight], 1))
 
-    def _integrate_folded(self, query: Tensor, context: Tensor, weight: Tensor, linear: Linear = F.linear) -> Tensor:
+    def _integrate_folded(self, joined: Tensor, weight: Tensor, linear: Linear = F.linear) -> Tensor:
+        """The integration MLP on ``[query | contexts]`` (..., 2H), its first layer's weight folded."""
         bias = self.integrate[0].bias
         assert isinstance(bias, Tensor)
-        hidden = linear(torch.cat([query, context], dim=-1), weight, bias)
+        hidden = linear(joined, weight, bias)
         return self._integration(hidden, linear, list(self.integrate)[1:])  # the rest of the MLP
 
     def run(
@@ -191,8 +192,8 @@ class Decoder(nn.Module):
         weights = None
         if isinstance(attn_state, Folded):
             assert self.attention is not None
-            context = self.attention.parallel_context(queries, attn_state.state)
-            return self.out(self._integrate_folded(queries, context, attn_state.weight)), state, None
+            joined = torch.cat([queries, self.attention.parallel_context(queries, attn_state.state)], dim=-1)
+            return self.out(self._integrate_folded(joined, attn_state.weight)), state, None
         if self.attention is not None:
             context, weights = self.attention.parallel(queries, attn_state, need_weights)
             queries = torch.cat([queries, context], dim=-1)

@@ -1,12 +1,14 @@
 """Triton kernels of ``triton-step``: one decoder step's single-query attention, forward and backward.
 
-One program per (row, head): the query (d,) against that row's keys and values (S, d), read in place
-through their strides (the split-heads views of the K/V projection, no copy). The forward writes the
-context straight into the merged-heads (B, H) layout and, when training, the softmax P and the scaled
-query that the deferred K/V product (``deferred_kv._Defer``) needs; the backward writes the query's
-gradient and the score gradient dS. Everything is computed in float32, whatever the storage dtype; the
-head dimension (a compile-time constant) is walked in chunks, so any head size runs with the key axis held
-in one tile (the backend sends memories of at most ``triton_step.MAX_KEYS`` keys).
+One program per (row, head): the projected query (d,) against that row's keys and values (S, d), read in
+place through their strides (the split-heads views of the K/V projection, no copy). The forward writes
+what the decoder's folded integration layer reads, the query beside its merged-heads context, (B, 2H),
+so no concatenation runs per step, and, when training, the softmax P and the scaled query that the
+deferred K/V product (``deferred_kv._Defer``) needs; the backward writes the projected query's gradient,
+the score gradient dS and a copy of the query's own share of its gradient (the joined gradient's left
+half), to which the caller adds the projection's share in place. Everything is computed in float32,
+whatever the storage dtype; the head dimension (a compile-time constant) is walked in chunks, so any head
+size runs with the key axis held in one tile (the backend sends memories of at most ``triton_step.MAX_KEYS`` keys).
 Imported only when the kernels run (``triton-step`` declares ``requires=("triton",)``).
 """
 
@@ -29,9 +31,9 @@ def _blocks(num_keys: int, head_dim: int) -> tuple[int, int]:
 
 @triton.jit
 def _forward(
-    q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, p_ptr, qs_ptr,
+    x_ptr, q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, p_ptr, qs_ptr,
     num_heads, num_keys, scale,
-    sqb, skb, skh, sks, svb, svh, svs, sbb, sbs,
+    sxb, sqb, skb, skh, sks, svb, svh, svs, sbb, sbs,
     head_dim: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, TRAINING: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0) // num_heads
@@ -39,6 +41,9 @@ def _forward(
     s = tl.arange(0, BLOCK_S)
     s_in = s < num_keys
     q_row = q_ptr + row * sqb + head * head_dim
+    x_row = x_ptr + row * sxb + head * head_dim
+    hidden = head_dim * num_heads
+    out_row = out_ptr + row * 2 * hidden + head * head_dim  # [query | context]: this head's slice of each half
     k_rows = k_ptr + row * skb + head * skh + s[:, None] * sks
     v_rows = v_ptr + row * svb + head * svh + s[:, None] * svs
     scores = tl.zeros([BLOCK_S], dtype=tl.float32)
@@ -48,6 +53,7 @@ def _forward(
         q = tl.load(q_row + d, mask=d_in, other=0.0).to(tl.float32) * scale
         k = tl.load(k_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
         scores += tl.sum(k * q[None, :], axis=1)
+        tl.store(out_row + d, tl.load(x_row + d, mask=d_in), mask=d_in)  # the query, copied beside its context
         if TRAINING:
             tl.store(qs_ptr + row * head_dim * num_heads + head * head_dim + d, q, mask=d_in)
     bias = tl.load(bias_ptr + row * sbb + s * sbs, mask=s_in, other=float("-inf")).to(tl.float32)
@@ -61,12 +67,12 @@ def _forward(
         d_in = d < head_dim
         v = tl.load(v_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
         context = tl.sum(v * p[:, None], axis=0)
-        tl.store(out_ptr + row * head_dim * num_heads + head * head_dim + d, context, mask=d_in)
+        tl.store(out_row + hidden + d, context, mask=d_in)
 
 
 @triton.jit
 def _backward(
-    do_ptr, p_ptr, k_ptr, v_ptr, dq_ptr, ds_ptr,
+    dj_ptr, p_ptr, k_ptr, v_ptr, dx_ptr, dq_ptr, ds_ptr,
     num_heads, num_keys, scale,
     sdb, skb, skh, sks, svb, svh, svs,
     head_dim: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -75,7 +81,9 @@ def _backward(
     head = tl.program_id(0) % num_heads
     s = tl.arange(0, BLOCK_S)
     s_in = s < num_keys
-    do_row = do_ptr + row * sdb + head * head_dim
+    hidden = head_dim * num_heads
+    dx_row = dj_ptr + row * sdb + head * head_dim  # the joined gradient: [query's own part | context's]
+    do_row = dx_row + hidden
     k_rows = k_ptr + row * skb + head * skh + s[:, None] * sks
     v_rows = v_ptr + row * svb + head * svh + s[:, None] * svs
     dp = tl.zeros([BLOCK_S], dtype=tl.float32)
@@ -93,38 +101,43 @@ def _backward(
         d_in = d < head_dim
         k = tl.load(k_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
         dq = tl.sum(k * ds[:, None], axis=0) * scale
-        tl.store(dq_ptr + row * head_dim * num_heads + head * head_dim + d, dq, mask=d_in)
+        tl.store(dq_ptr + row * hidden + head * head_dim + d, dq, mask=d_in)
+        tl.store(dx_ptr + row * hidden + head * head_dim + d, tl.load(dx_row + d, mask=d_in), mask=d_in)
 
 
-def forward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Contexts (B, H) of queries ``q`` (B, H) over ``k``, ``v`` (B, h, S, d) with additive ``bias`` (B, S).
+def forward(x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``[x | contexts]`` (B, 2H): the queries ``x`` (B, H) beside the contexts of their projections ``q`` (B, H)
+    over ``k``, ``v`` (B, h, S, d) with additive ``bias`` (B, S).
 
-    Also returns, when ``training``, P (B, h, S) and the scaled query (B, H); else two empty tensors.
+    Also returns, when ``training``, P (B, h, S) and the scaled projected query (B, H); else two empty tensors.
     """
     B, h, S, d = k.shape
+    x = x if x.stride(-1) == 1 else x.contiguous()
     q = q if q.stride(-1) == 1 else q.contiguous()
-    out = q.new_empty(B, h * d)
+    out = q.new_empty(B, 2 * h * d)
     p = q.new_empty(B, h, S) if training else out  # not written unless training
     qs = q.new_empty(B, h * d) if training else out
     block_s, block_d = _blocks(S, d)
     _forward[(B * h,)](
-        q, k, v, bias, out, p, qs, h, S, d**-0.5,
-        q.stride(0), *k.stride()[:3], *v.stride()[:3], *bias.stride(),
+        x, q, k, v, bias, out, p, qs, h, S, d**-0.5,
+        x.stride(0), q.stride(0), *k.stride()[:3], *v.stride()[:3], *bias.stride(),
         head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d, TRAINING=training,
     )  # fmt: skip
     return out, p, qs
 
 
-def backward(do: Tensor, p: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """The query's gradient (B, H) and the score gradient dS (B, h, S), from the context's gradient ``do``."""
+def backward(dj: Tensor, p: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """From the joined output's gradient ``dj`` (B, 2H): the queries' own share of their gradient (B, H, its
+    left half, copied), the projected query's gradient (B, H) and the score gradient dS (B, h, S)."""
     B, h, S, d = k.shape
-    do = do if do.stride(-1) == 1 else do.contiguous()
-    dq = do.new_empty(B, h * d)
+    dj = dj if dj.stride(-1) == 1 else dj.contiguous()
+    dx = dj.new_empty(B, h * d)
+    dq = dj.new_empty(B, h * d)
     ds = torch.empty_like(p)
     block_s, block_d = _blocks(S, d)
     _backward[(B * h,)](
-        do, p, k, v, dq, ds, h, S, d**-0.5,
-        do.stride(0), *k.stride()[:3], *v.stride()[:3],
+        dj, p, k, v, dx, dq, ds, h, S, d**-0.5,
+        dj.stride(0), *k.stride()[:3], *v.stride()[:3],
         head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d,
     )  # fmt: skip
-    return dq, ds
+    return dx, dq, ds

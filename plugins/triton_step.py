@@ -36,31 +36,57 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 """Triton's interpreter is on: its kernels run on CPU tensors too."""
 
 
-class _KernelStep(torch.autograd.Function):
-    """A step's attention by the Triton kernels: query (B, H) -> merged contexts (B, H); K/V grads deferred."""
+class _JoinedStep(torch.autograd.Function):
+    """A step's attention by the Triton kernels: query (B, H) -> ``[query | merged contexts]`` (B, 2H).
+
+    The query projection is one matrix product here and its input's gradient one more in the backward,
+    added in place to the copy the kernel makes of the query's own gradient (no separate sum). K and V's
+    gradients are deferred (``records``); so is ``w_q``'s when ``w_records`` is a list (a ``DeferredLinears``
+    list: one product over all steps' (dq, query) after the last step).
+    """
 
     @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, records: list[Record]) -> Tensor:
+    def forward(
+        ctx: Any,
+        query: Tensor,
+        w_q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        bias: Tensor,
+        records: list[Record],
+        w_records: list[tuple[Tensor, Tensor]] | None,
+    ) -> Tensor:
         from . import _triton_kernels
 
-        training = any(ctx.needs_input_grad[:3])  # q, K or V: the backward needs P either way
-        out, p, scaled = _triton_kernels.forward(q, k, v, bias, training)
+        training = any(ctx.needs_input_grad[:4])  # query, w_q, K or V: the backward needs P either way
+        q = query @ w_q.t()
+        joined, p, scaled = _triton_kernels.forward(query, q, k, v, bias, training)
         if training:
-            ctx.save_for_backward(k, v, p, scaled)
-            ctx.records = records
-        return out
+            ctx.save_for_backward(query, w_q, k, v, p, scaled)
+            ctx.records, ctx.w_records = records, w_records
+        return joined
 
     @staticmethod
-    def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None]:
+    def backward(ctx: Any, dj: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None, None, None]:
         from . import _triton_kernels
 
-        k, v, p, scaled = ctx.saved_tensors
-        dq, ds = _triton_kernels.backward(do, p, k, v)
+        query, w_q, k, v, p, scaled = ctx.saved_tensors
+        dx, dq, ds = _triton_kernels.backward(dj, p, k, v)
+        # Under autocast the projection ran in dj's dtype (query and w_q may be float32): so do its gradients.
+        query, w_q = query.to(dj.dtype), w_q.to(dj.dtype)
         B, h, _, d = k.shape
         heads = (B, 1, h, d)  # a (B, H) tensor seen as the (B, h, 1, d) a record holds
-        do_heads, q_heads = do.reshape(heads).transpose(1, 2), scaled.view(heads).transpose(1, 2)
+        do_heads, q_heads = dj[:, h * d :].reshape(heads).transpose(1, 2), scaled.view(heads).transpose(1, 2)
         ctx.records.append(Record(p.unsqueeze(2), do_heads, ds.unsqueeze(2), q_heads))
-        return dq, None, None, None, None
+        dw = None
+        if ctx.needs_input_grad[1]:
+            if ctx.w_records is not None:
+                ctx.w_records.append((dq, query))
+            else:
+                dw = dq.t() @ query
+        if ctx.needs_input_grad[0]:
+            dx.addmm_(dq, w_q)  # the query's two shares: its own (the kernel's copy) and the projection's
+        return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, None
 
 
 class StepKeys(NamedTuple):
@@ -111,22 +137,25 @@ class TritonStepAttention(DeferredKVAttention):
         defer = kernel and torch.is_grad_enabled() and self.w_q.weight.requires_grad
         return StepKeys(state, kernel, DeferredLinears() if defer else F.linear)
 
-    def _context(self, query: Tensor, state: StepKeys) -> Tensor:
-        """Merged contexts (B, H) of one step's queries (B, H), by the kernels."""
+    def step_joined(self, query: Tensor, state: Any) -> Tensor:
+        if not state.kernel:
+            return torch.cat([query, super().step_context(query, state.deferred)], dim=-1)
         deferred = state.deferred
-        q = state.linear(query, self.w_q.weight)
+        w_q, w_records = self.w_q.weight, None
+        if isinstance(state.linear, DeferredLinears):
+            w_q, _, w_records = state.linear.views(w_q)
         bias = deferred.bias[:, 0, 0, :]  # (B, S)
-        return _KernelStep.apply(q, deferred.keys.k, deferred.keys.v, bias, deferred.records)
+        return _JoinedStep.apply(query, w_q, deferred.keys.k, deferred.keys.v, bias, deferred.records, w_records)
 
     def step(self, query: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         if need_weights or not state.kernel:
             return super().step(query, state.deferred, need_weights)
-        return self.w_o(self._context(query, state)), None
+        return self.w_o(self.step_context(query, state)), None
 
     def step_context(self, query: Tensor, state: Any) -> Tensor:
         if not state.kernel:
             return super().step_context(query, state.deferred)
-        return self._context(query, state)
+        return self.step_joined(query, state)[:, self.hidden_size :]
 
     def parallel(self, queries: Tensor, state: Any, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         return super().parallel(queries, state.deferred, need_weights)

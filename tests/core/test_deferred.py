@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import quatrain
 from quatrain import _model
+from quatrain._compare import compare, without_kinks
 from quatrain._deferred import DeferredLinears
+from quatrain._rnn import make_rnn
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -97,3 +101,51 @@ def test_no_deferral_without_gradients_or_for_a_wrapped_step(tiny, make_batch, m
     assert made == []
     plain(x, mask, teacher_forcing=0.5).reconstruction.sum().backward()
     assert len(made) == 1
+
+
+def _bf16_rnn_runs(config) -> bool:
+    """Whether this CPU runs the config's RNN under bf16 autocast (oneDNN has no bf16 LSTM below AVX-512)."""
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            make_rnn(config, config.embed_dim)(torch.randn(1, 2, config.embed_dim))
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("engine", ["steps", "stretches"])
+@pytest.mark.parametrize("attention", ["encoder", "none"])
+def test_deferred_steps_under_bf16_autocast_keep_to_the_rule(tiny, make_batch, monkeypatch, engine, attention):
+    """Under bf16 autocast (what ``--precision bf16`` trains with) a step's input is float32 and its output
+    gradient bfloat16; the deferred products run in bfloat16 as autocast's own backward does. Loss and every
+    gradient, sequential decode at teacher forcing 0.5: the deferred run's error against a float64 golden
+    stays within the rule's bound of the plain run's own (quatrain._compare)."""
+    config = tiny.evolve(attention=attention, dropout=0.0)
+    if not _bf16_rnn_runs(config):
+        pytest.skip(f"this CPU runs no bf16 {config.rnn} under autocast (oneDNN)")
+    backend = None if attention == "none" else "deferred-kv"
+    torch.manual_seed(0)
+    model = without_kinks(quatrain.Autoencoder(config, backend, engine=engine))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.bfloat16())  # weights bfloat16 holds exactly: the golden starts from the same values
+    x, mask = make_batch(config, [6, 4, 1])
+    x = x.bfloat16().float()
+    scale = torch.linspace(-1, 1, config.embed_dim, dtype=torch.float64)
+
+    def run(m, deferred, autocast):
+        monkeypatch.setattr(_model, "DeferredLinears", DeferredLinears if deferred else lambda: F.linear)
+        dtype = next(m.parameters()).dtype
+        torch.manual_seed(3)  # the same coins
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = m(x.to(dtype), mask, teacher_forcing=0.5).reconstruction
+        loss = (out.double() * scale).square().sum()
+        grads = torch.autograd.grad(loss, list(m.parameters()))
+        named = {f"grad {n}": g.double() for (n, _), g in zip(m.named_parameters(), grads, strict=True)}
+        return {"output": out.detach().double(), **named}
+
+    golden = run(copy.deepcopy(model).double(), deferred=False, autocast=False)
+    reference = run(model, deferred=False, autocast=True)
+    candidate = run(model, deferred=True, autocast=True)
+    result = compare(golden, reference, candidate, dtype=torch.bfloat16, gradient_kind="model gradient")
+    assert result.passed, result.format()

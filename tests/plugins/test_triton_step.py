@@ -108,9 +108,56 @@ def test_without_the_kernels_a_step_is_deferred_kvs(registry):
     plain.load_state_dict(fast.state_dict())
     memory, key_mask = torch.randn(2, 5, 16), torch.tensor([[True] * 5, [True, True] + [False] * 3])
     query = torch.randn(2, 16)
-    outs = []
+    outs, joined = [], []
     for attention in (fast, plain):
         state = attention.prepare(memory, key_mask)
         outs.append(attention.step(query, state)[0])
+        joined.append(attention.step_joined(query, state))
     assert fast.step_path == "matmul"
     assert torch.equal(outs[0], outs[1])
+    assert torch.equal(joined[0], joined[1]) and torch.equal(joined[0][:, :16], query)
+
+
+def autocast_comparison(device: str, seed: int = 0):
+    """triton-step's train step under bf16 autocast (``--precision bf16``: float32 weights and queries,
+    bfloat16 products) against deferred-kv's, both against a float64 golden, by the comparison rule."""
+    import copy
+
+    import quatrain
+    from quatrain._compare import compare, without_kinks
+
+    config = quatrain.ModelConfig.preset("tiny", dropout=0.0)
+    torch.manual_seed(seed)
+    fast = without_kinks(quatrain.Autoencoder(config, "triton-step", engine="steps")).to(device)
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.copy_(p.bfloat16())
+    plain = copy.deepcopy(fast).to_backend("deferred-kv")  # to_backend converts in place
+    x = torch.randn(3, 7, config.embed_dim, device=device).bfloat16().float()
+    mask = torch.arange(7, device=device)[None, :] < torch.tensor([7, 4, 1], device=device)[:, None]
+    scale = torch.linspace(-1, 1, config.embed_dim, dtype=torch.float64, device=device)
+
+    def run(model, autocast):
+        dtype = next(model.parameters()).dtype
+        torch.manual_seed(3)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(x.to(dtype), mask, teacher_forcing=0.5).reconstruction
+        loss = (out.double() * scale).square().sum()
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        return {
+            "output": out.detach().double(),
+            **{f"grad {n}": g.double() for (n, _), g in zip(model.named_parameters(), grads, strict=True)},
+        }
+
+    golden = run(copy.deepcopy(plain).double(), autocast=False)
+    result = compare(golden, run(plain, True), run(fast, True), dtype=torch.bfloat16, gradient_kind="model gradient")
+    return result, fast.decoder.attention.step_path
+
+
+@needs_triton
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_bf16_autocast_train_step_keeps_to_the_rule_on_cuda(registry):
+    result, path = autocast_comparison("cuda")
+    assert path == "triton"
+    assert result.passed, result.format()
