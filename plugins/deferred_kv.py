@@ -91,7 +91,9 @@ class _SingleQuery(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None]:
-        scaled, k_t, v, p = ctx.saved_tensors
+        # In do's dtype: under autocast the forward's products ran in it, and the scores, their float32 mask
+        # added, were promoted (what autocast's own backward of those products would do).
+        scaled, k_t, v, p = (t.to(do.dtype) for t in ctx.saved_tensors)
         dp = do @ v.transpose(-2, -1)  # (B, h, 1, S)
         # Softmax backward, p * (dp - sum(dp * p)), by torch's own kernel (it accumulates in float32 for
         # bfloat16/float16); on rows without keys V is zero, so dp, and their score gradient, are zero.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import quatrain
+from quatrain._compare import compare
 from quatrain.testing import assert_conforms
 from tests.conftest import random_batch
 
@@ -70,3 +73,29 @@ def test_inference_builds_no_graph_and_weights_take_the_explicit_softmax(registr
     want = reference(x, mask, need_weights=True)
     torch.testing.assert_close(got.attention, want.attention)
     torch.testing.assert_close(got.reconstruction, out)
+
+
+def test_steps_under_bf16_autocast_with_a_float32_memory_keep_to_the_rule(registry):
+    """What a CUDA encoder gives under ``--precision bf16``: a float32 memory, so K and V come out of their
+    projection in bfloat16 while the mask is float32. Many steps over one prepared batch, outputs and the
+    gradients of the memory, the queries and every weight, against a float64 golden, by the rule."""
+    torch.manual_seed(0)
+    fast = registry.backend("deferred-kv").cls(16, 4)
+    ref = registry.backend("cached-decoder").cls(16, 4)  # the same layout; plain autograd through SDPA
+    ref.load_state_dict(fast.state_dict())
+    memory, queries = torch.randn(3, 6, 16), torch.randn(3, 5, 16)
+    key_mask = torch.tensor([[True] * 6, [True, True] + [False] * 4, [False] * 6])
+
+    def run(attention, autocast):
+        dtype = next(attention.parameters()).dtype
+        m, q = memory.to(dtype).requires_grad_(), queries.to(dtype).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            state = attention.prepare(m, key_mask)
+            out = torch.stack([attention.step(q[:, t], state)[0] for t in range(q.shape[1])], dim=1)
+        grads = torch.autograd.grad((out.double() * torch.linspace(-1, 1, 16)).sum(), [m, q, *attention.parameters()])
+        names = ["memory", "queries", *(n for n, _ in attention.named_parameters())]
+        return {"output": out.detach().double(), **{f"grad {n}": g.double() for n, g in zip(names, grads, strict=True)}}
+
+    golden = run(copy.deepcopy(ref).double(), autocast=False)
+    result = compare(golden, run(ref, True), run(fast, True), dtype=torch.bfloat16)
+    assert result.passed, result.format()
