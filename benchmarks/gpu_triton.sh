@@ -4,7 +4,9 @@
 #   profile-b32.txt benchmarks/profile_gpu.py at batch 32: none, deferred-kv, triton-step (graphed time, kernels)
 #   cuda-seed-*.{json,md}, in perf-runs.tar.gz: quatrain bench of every backend, fp32 b32 (and what STAGES adds)
 #   order.txt       the graphed padded-batch train-step test after the tests that used to break it (gpu_order.sh)
-# STAGES (default "tests profile b32"): any of tests, order, profile, b32, bf16, b256.
+#   norelease.txt   the failed-capture test and the order runs again with the engine's generator release
+#                   (core/_graphs.py) switched off: what the release fixes
+# STAGES (default "tests profile b32"): any of tests, order, norelease, profile, b32, bf16, b256.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT}
@@ -30,6 +32,18 @@ if has order; then
     echo "## $first then $T" >> "$OUT/order.txt"
     timeout 150 $PY -m pytest -q -p no:cacheprovider "$first" "$T" >> "$OUT/order.txt" 2>&1
     tail -1 "$OUT/order.txt"
+  done
+fi
+if has norelease; then
+  stamp "the failed-capture test and the order runs without the generator release"
+  T=tests/core/test_trainstep.py::test_graphed_train_step_with_a_padded_last_batch_equals_the_eager_step
+  F=tests/core/test_trainstep.py::test_a_failed_capture_falls_back_to_eager_steps_that_still_draw_random_numbers
+  for tests in "$F" "tests/plugins/test_deferred_kv.py $T" "tests/plugins/test_output_fold.py $T"; do
+    echo "## without the release: $tests" >> "$OUT/norelease.txt"
+    # shellcheck disable=SC2086  # $tests is a list of test ids
+    timeout 150 $PY -c "import sys, pytest, quatrain._graphs as g; g._release_generator = lambda device: None; \
+sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *sys.argv[1:]]))" $tests >> "$OUT/norelease.txt" 2>&1
+    tail -1 "$OUT/norelease.txt"
   done
 fi
 if has profile; then

@@ -20,6 +20,24 @@ def make_rnn(config: ModelConfig, input_size: int) -> nn.RNNBase:
     return _RNN[config.rnn](input_size, config.hidden_size, config.num_layers, batch_first=True, dropout=dropout)
 
 
+def autocast_problem(kind: str, device: torch.device) -> str | None:
+    """Why an RNN of ``kind`` ('lstm', 'gru', 'rnn') cannot run under bfloat16 autocast on ``device``, or None.
+
+    On CPU, oneDNN runs bfloat16 RNNs only on processors with the instructions for them: below AVX-512
+    (e.g. under ``ONEDNN_MAX_CPU_ISA=AVX2``) creating its RNN primitive fails. The instruction set decides,
+    not the size, so a 4-unit module is probed.
+    """
+    if device.type != "cpu":
+        return None
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _RNN[kind](4, 4, batch_first=True)(torch.zeros(1, 1, 4))
+    except RuntimeError as e:
+        first = str(e).strip().split(". ")[0] if str(e).strip() else type(e).__name__
+        return f"this CPU cannot run a bfloat16 {kind} under autocast ({first})"
+    return None
+
+
 def rnn_cell_step(rnn: nn.RNNBase, x: Tensor, state: Any) -> tuple[Tensor, Any]:
     """One time step of a stacked, unidirectional ``nn.LSTM``/``nn.GRU``/``nn.RNN``, as plain tensor math.
 

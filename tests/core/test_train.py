@@ -186,3 +186,25 @@ def test_train_config_round_trips_and_rejects_unknown_fields(poetry_files):
         TrainConfig.from_dict({**config.to_dict(), "momentum": 0.9})
     with pytest.raises(ConfigError, match="precision"):
         config.evolve(precision="fp8")
+
+
+def test_bf16_on_a_cpu_without_bf16_rnns_is_refused_before_any_work(poetry_files, tmp_path, monkeypatch):
+    """oneDNN creates no bfloat16 LSTM below AVX-512; the trainer says so in one line, before the data loads
+    and before anything is written (the probe's failure is simulated: whether it fails depends on the CPU)."""
+    from quatrain import _rnn
+
+    class NoBf16(torch.nn.LSTM):
+        def forward(self, *args, **kwargs):
+            if torch.is_autocast_enabled("cpu"):
+                raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive")
+            return super().forward(*args, **kwargs)
+
+    monkeypatch.setitem(_rnn._RNN, "lstm", NoBf16)
+    assert "cannot run a bfloat16 lstm" in _rnn.autocast_problem("lstm", torch.device("cpu"))
+    assert _rnn.autocast_problem("lstm", torch.device("cuda")) is None  # CUDA runs bf16 RNNs (cuDNN)
+    config = _config(poetry_files, precision="bf16", corpus=str(tmp_path / "never-read.txt"))
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ConfigError, match="precision 'bf16': this CPU cannot run a bfloat16 lstm"):
+        train(config, run / "m.safetensors")
+    assert list(run.iterdir()) == []
