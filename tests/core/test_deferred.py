@@ -12,7 +12,7 @@ import quatrain
 from quatrain import _model
 from quatrain._compare import compare, without_kinks
 from quatrain._deferred import DeferredLinears
-from quatrain._rnn import make_rnn
+from quatrain._rnn import autocast_problem
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -103,16 +103,6 @@ def test_no_deferral_without_gradients_or_for_a_wrapped_step(tiny, make_batch, m
     assert len(made) == 1
 
 
-def _bf16_rnn_runs(config) -> bool:
-    """Whether this CPU runs the config's RNN under bf16 autocast (oneDNN has no bf16 LSTM below AVX-512)."""
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            make_rnn(config, config.embed_dim)(torch.randn(1, 2, config.embed_dim))
-    except RuntimeError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("engine", ["steps", "stretches"])
 @pytest.mark.parametrize("attention", ["encoder", "none"])
 def test_deferred_steps_under_bf16_autocast_keep_to_the_rule(tiny, make_batch, monkeypatch, engine, attention):
@@ -121,8 +111,8 @@ def test_deferred_steps_under_bf16_autocast_keep_to_the_rule(tiny, make_batch, m
     gradient, sequential decode at teacher forcing 0.5: the deferred run's error against a float64 golden
     stays within the rule's bound of the plain run's own (quatrain._compare)."""
     config = tiny.evolve(attention=attention, dropout=0.0)
-    if not _bf16_rnn_runs(config):
-        pytest.skip(f"this CPU runs no bf16 {config.rnn} under autocast (oneDNN)")
+    if (problem := autocast_problem(config.rnn, torch.device("cpu"))) is not None:
+        pytest.skip(problem)
     backend = None if attention == "none" else "deferred-kv"
     torch.manual_seed(0)
     model = without_kinks(quatrain.Autoencoder(config, backend, engine=engine))
