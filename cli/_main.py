@@ -8,10 +8,11 @@ from ._backends import backends, doctor
 from ._bench import bench
 from ._common import QuatrainGroup
 from ._convert import convert
+from ._inference import evaluate, reconstruct
 from ._inspect import inspect
 from ._plugins import disable_plugins, plugins
 from ._select import select
-from ._training import evaluate, reconstruct, train
+from ._training import train
 from ._zoo import zoo
 
 
