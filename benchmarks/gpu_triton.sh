@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # triton-step on the H200 (issue 13), one device call (kind nvidia-h200, carry [".whl"]) of about 8 minutes:
 #   gpu-tests.txt   the CUDA tests of triton-step, deferred-kv, the output fold, the step engine and the kit
-#   profile-b32.txt benchmarks/profile_gpu.py at batch 32: none, deferred-kv, triton-step (graphed time, kernels)
+#   profile-b32.txt benchmarks/profile_gpu.py at batch 32: none, deferred-kv, triton-step (graphed time, kernels);
+#                   PROFILE_BATCHES (default 32) and PROFILE_VARIANTS choose others
 #   cuda-seed-*.{json,md}, in perf-runs.tar.gz: quatrain bench of every backend, fp32 b32 (and what STAGES adds)
 #   order.txt       the graphed padded-batch train-step test after the tests that used to break it (gpu_order.sh)
 #   norelease.txt   the failed-capture test and the order runs again with the engine's generator release
@@ -47,10 +48,12 @@ sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *sys.argv[1:]]))" $tests >
   done
 fi
 if has profile; then
-  stamp "profile, batch 32"
-  timeout 100 $PY benchmarks/profile_gpu.py --preset seed --device cuda --batch-size 32 \
-    --variants none,deferred-kv,triton-step > "$OUT/profile-b32.txt" 2>&1
-  grep "##" "$OUT/profile-b32.txt"
+  for b in ${PROFILE_BATCHES:-32}; do
+    stamp "profile, batch $b"
+    timeout 150 $PY benchmarks/profile_gpu.py --preset seed --device cuda --batch-size "$b" \
+      --variants "${PROFILE_VARIANTS:-none,deferred-kv,triton-step}" > "$OUT/profile-b$b.txt" 2>&1
+    grep "##\|ms more than" "$OUT/profile-b$b.txt"
+  done
 fi
 bench() {  # bench NAME ARGS...
   local name=$1; shift

@@ -28,17 +28,24 @@ def kernel_summary(prof: profile) -> tuple[int, float, list[tuple[str, int, floa
     return len(kernels), total_ms, ranked
 
 
-def print_launch_diff(counts: dict[str, dict[str, int]], names: list[str]) -> None:
-    """Per kernel name, the launches of each variant where they differ from the first variant's."""
+def print_launch_diff(kernels: dict[str, dict[str, tuple[int, float]]], names: list[str]) -> None:
+    """Per kernel name whose launches (or time, by over 5 % and 0.02 ms) differ from the first variant's: each
+    variant's launches and kernel ms (one eager step), the largest time difference first; then their total."""
     base = names[0]
-    kernels = sorted({k for c in counts.values() for k in c})
-    rows = [(k, [counts[n].get(k, 0) for n in names]) for k in kernels]
-    rows = [(k, c) for k, c in rows if any(x != c[0] for x in c)]
+    every = sorted({k for found in kernels.values() for k in found})
+    rows = [(k, [kernels[n].get(k, (0, 0.0)) for n in names]) for k in every]
+
+    def differs(x: tuple[int, float], b: tuple[int, float]) -> bool:
+        return x[0] != b[0] or abs(x[1] - b[1]) > max(0.02, 0.05 * b[1])
+
+    rows = [(k, c) for k, c in rows if any(differs(x, c[0]) for x in c)]
     if not rows:
         return
-    print(f"\n   launches that differ from {base}'s: " + " / ".join(names))
-    for k, c in sorted(rows, key=lambda r: -(max(r[1]) - r[1][0])):
-        print(f"   {' / '.join(f'{x:5d}' for x in c)}  {k[:90]}")
+    print(f"\n   kernels whose launches or time differ from {base}'s (launches, ms): " + " / ".join(names))
+    for k, c in sorted(rows, key=lambda r: -(max(x[1] for x in r[1]) - r[1][0][1])):
+        print(f"   {' / '.join(f'{n:5d} {ms:6.3f}' for n, ms in c)}  {k[:80]}")
+    totals = [sum(c[i][1] - c[0][1] for _, c in rows) for i in range(len(names))]
+    print("   ms more than " + base + " in those kernels: " + " / ".join(f"{t:.3f}" for t in totals))
 
 
 def main() -> None:
@@ -56,7 +63,7 @@ def main() -> None:
     x, mask = make_batch(config, args.batch_size, device, dtype)
     cuda = device.type == "cuda"
     for mode in ("train-seq", "train-par", "infer"):
-        counts: dict[str, dict[str, int]] = {}
+        kernels: dict[str, dict[str, tuple[int, float]]] = {}
         for name in names:
             model = models[name]
             eager = measure(model, mode, x, mask, iters=10, warmup=2, cuda_graph=False)
@@ -79,14 +86,14 @@ def main() -> None:
                 print()
             if cuda:
                 launches, busy, ranked = kernel_summary(prof)
-                counts[name] = {kname: count for kname, count, _ in ranked}
+                kernels[name] = {kname: (count, ms) for kname, count, ms in ranked}
                 print(f"   {launches} kernel launches, {busy:.2f} ms of kernel time in one eager step")
                 for kname, count, ms in ranked[:12]:
                     print(f"   {ms:8.3f} ms  {count:5d}x  {kname[:70]}")
             else:
                 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
-        if counts:
-            print_launch_diff(counts, names)
+        if kernels:
+            print_launch_diff(kernels, names)
 
 
 if __name__ == "__main__":
