@@ -19,7 +19,11 @@ from quatrain.registry._probe import build_variants, make_batch
 
 def kernel_summary(prof: profile) -> tuple[int, float, list[tuple[str, int, float]]]:
     """(kernel launches, total kernel ms, every kernel name with its launches and ms, by time) of one region."""
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels = [
+        e
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+    ]  # kernels and copies; not the optimizer's range annotation, whose time is a wall-clock span
     total_ms = sum(e.device_time for e in kernels) / 1000.0
     by_name: dict[str, list[float]] = {}
     for e in kernels:
