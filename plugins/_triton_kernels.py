@@ -14,8 +14,6 @@ Imported only when the kernels run (``triton-step`` declares ``requires=("triton
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -25,30 +23,16 @@ _TILE = 8192
 """Elements of one (keys x head-chunk) tile, which sets the chunk of the head dimension."""
 
 
-_WARPS = tuple(triton.Config({}, num_warps=w) for w in (2, 4, 8))
-"""Warp counts each kernel is timed with, once per shape (``triton.autotune``): the best differs between a
-batch of 32 rows, launch-bound, and one of 256, bound by reading K and V."""
-_SHAPE = ["num_rows", "num_heads", "num_keys", "head_dim"]
-
-
-def _tuned(kernel: triton.JITFunction) -> triton.JITFunction:
-    """``kernel`` timed over ``_WARPS`` per shape; as it is under Triton's interpreter (timing needs a GPU)."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return kernel
-    return triton.autotune(configs=list(_WARPS), key=_SHAPE)(kernel)
-
-
 def _blocks(num_keys: int, head_dim: int) -> tuple[int, int]:
     block_s = max(16, triton.next_power_of_2(num_keys))
     block_d = max(16, min(triton.next_power_of_2(head_dim), _TILE // block_s))
     return block_s, block_d
 
 
-@_tuned
 @triton.jit
 def _forward(
     x_ptr, q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, p_ptr, qs_ptr,
-    num_rows, num_heads, num_keys, scale,
+    num_heads, num_keys, scale,
     sxb, sqb, skb, skh, sks, svb, svh, svs, sbb, sbs,
     head_dim: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, TRAINING: tl.constexpr,
 ):  # fmt: skip
@@ -86,11 +70,10 @@ def _forward(
         tl.store(out_row + hidden + d, context, mask=d_in)
 
 
-@_tuned
 @triton.jit
 def _backward(
     dj_ptr, p_ptr, k_ptr, v_ptr, dx_ptr, dq_ptr, ds_ptr,
-    num_rows, num_heads, num_keys, scale,
+    num_heads, num_keys, scale,
     sdb, skb, skh, sks, svb, svh, svs,
     head_dim: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
@@ -136,7 +119,7 @@ def forward(x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: 
     qs = q.new_empty(B, h * d) if training else out
     block_s, block_d = _blocks(S, d)
     _forward[(B * h,)](
-        x, q, k, v, bias, out, p, qs, B, h, S, d**-0.5,
+        x, q, k, v, bias, out, p, qs, h, S, d**-0.5,
         x.stride(0), q.stride(0), *k.stride()[:3], *v.stride()[:3], *bias.stride(),
         head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d, TRAINING=training,
     )  # fmt: skip
@@ -153,7 +136,7 @@ def backward(dj: Tensor, p: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tenso
     ds = torch.empty_like(p)
     block_s, block_d = _blocks(S, d)
     _backward[(B * h,)](
-        dj, p, k, v, dx, dq, ds, B, h, S, d**-0.5,
+        dj, p, k, v, dx, dq, ds, h, S, d**-0.5,
         dj.stride(0), *k.stride()[:3], *v.stride()[:3],
         head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d,
     )  # fmt: skip
