@@ -7,7 +7,8 @@
 #   order.txt       the graphed padded-batch train-step test after the tests that used to break it (gpu_order.sh)
 #   norelease.txt   the failed-capture test and the order runs again with the engine's generator release
 #                   (core/_graphs.py) switched off: what the release fixes
-# STAGES (default "tests profile b32"): any of tests, order, norelease, profile, b32, bf16, b256.
+#   cuda-seed-autocast-bf16-b32: float32 weights under bf16 autocast (`--precision bf16`), what train runs
+# STAGES (default "tests profile b32"): any of tests, order, norelease, profile, b32, bf16, b256, autocast.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT}
@@ -65,5 +66,6 @@ bench() {  # bench NAME ARGS...
 has b32 && bench cuda-seed-fp32-b32 --dtype fp32 --batch-size 32
 has bf16 && bench cuda-seed-bf16-b32 --dtype bf16 --batch-size 32
 has b256 && bench cuda-seed-fp32-b256 --dtype fp32 --batch-size 256
+has autocast && bench cuda-seed-autocast-bf16-b32 --precision bf16 --batch-size 32
 tar czf "$OUT/perf-runs.tar.gz" -C "$OUT" perf-runs && rm -rf "$RUNS"
 stamp done

@@ -107,6 +107,7 @@ def heading(report: dict[str, Any]) -> str:
     hw = machine["hardware"]
     return (
         f"{setup.get('preset') or 'custom'} preset, {setup['device']} {setup['dtype']}"
+        f"{' under bf16 autocast' if setup.get('precision') == 'bf16' else ''}"
         f"{' (TF32 matmuls)' if setup.get('tf32_matmul') and setup['device'] == 'cuda' else ''}, "
         f"{setup['config']['num_heads']} heads, batch {setup['batch_size']} x "
         f"{setup['seq_len']}, median ± half IQR of {setup['iters']} steps after {setup['warmup']} warm-up; "
@@ -185,6 +186,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
     help="Default: the best one here.",
 )
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp32", show_default=True, help="Model dtype.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: float32 weights and the forward under bf16 autocast, as `quatrain train --precision bf16` runs "
+    "(--dtype bf16 instead makes the whole model bfloat16).",
+)
 @click.option("--backends", "backend_list", default=None, metavar="A,B", help="Backends to run (default: all).")
 @click.option(
     "--iters", type=click.IntRange(min=1), default=None, help="Timed steps per variant and mode [10 CPU, 50 GPU]."
@@ -211,6 +220,7 @@ def bench(
     preset: str,
     device: str | None,
     dtype: str,
+    precision: str,
     backend_list: str | None,
     iters: int | None,
     warmup: int | None,
@@ -237,6 +247,8 @@ def bench(
     if plot_path is not None and importlib.util.find_spec("matplotlib") is None:  # fail before minutes of work
         raise click.ClickException("--plot needs matplotlib, which is not installed (pip install 'quatrain[plot]')")
     device = device or detect_hardware().device
+    if precision == "bf16" and dtype != "fp32":
+        raise click.BadParameter("bf16 autocasts a float32 model; leave --dtype at fp32", param_hint="--precision")
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list is not None else None
     if names is not None and not names:
         raise click.BadParameter("names no backend; leave it out to run them all", param_hint="--backends")
@@ -262,6 +274,7 @@ def bench(
             config,
             device=device,
             dtype=getattr(torch, DTYPES[dtype]),
+            precision=precision,
             backends=names,
             iters=iters or (50 if on_gpu else 10),
             warmup=warmup or (4 if on_gpu else 2),

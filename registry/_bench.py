@@ -23,9 +23,10 @@ import attrs
 import torch
 from torch import Tensor
 
-from quatrain import ModelConfig
+from quatrain import ConfigError, ModelConfig
 from quatrain._checkpoint import quatrain_version
 from quatrain._compare import Comparison
+from quatrain._rnn import autocast_problem
 
 from ._check import REFERENCE, check_against, probe_batch
 from ._discovery import Registry, get_registry
@@ -87,6 +88,7 @@ def run_bench(
     *,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
+    precision: str = "fp32",
     backends: Iterable[str] | None = None,
     iters: int = 10,
     warmup: int = 2,
@@ -101,6 +103,9 @@ def run_bench(
     Args:
         config: the model (a preset's config); the batch is (batch_size, config.max_len).
         device, dtype: where and in what precision every variant runs (the whole model in ``dtype``).
+        precision: the step engine's: 'fp32', or 'bf16', the forward under bf16 autocast over ``dtype``
+            float32 weights, as ``quatrain train --precision bf16`` trains (the checks against naive run in
+            ``dtype``).
         backends: names to run (default: every registered backend); unavailable ones are reported with reasons.
         iters: timed calls per variant and mode.
         warmup: calls before the timed ones, timed separately (on CUDA the last one captures the graph).
@@ -110,6 +115,10 @@ def run_bench(
     Raises:
         UnknownBackendError: a name in ``backends`` is not registered.
     """
+    if precision not in ("fp32", "bf16") or (precision == "bf16" and dtype != torch.float32):
+        raise ValueError(f"precision must be 'fp32', or 'bf16' over float32 weights; got {precision!r} over {dtype}")
+    if precision == "bf16" and (problem := autocast_problem(config.rnn, torch.device(device))) is not None:
+        raise ConfigError(f"precision 'bf16': {problem}")
     registry = registry or get_registry()
     hardware = detect_hardware()
     dev = torch.device(device)
@@ -160,13 +169,16 @@ def run_bench(
             tick(f"{MODE_TITLES[mode]}: {name}")
             try:
                 timings[name][mode] = measure(
-                    models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=graphs
+                    models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=graphs, precision=precision
                 )
             except Exception as e:  # report the failure in the table, keep benchmarking the rest
                 timings[name][mode] = failed(one_line(e))
                 if graphs:  # a backend that cannot live inside an outer graph may still run eagerly
                     try:
-                        t = measure(models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=False)
+                        t = measure(
+                            models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=False,
+                            precision=precision,
+                        )  # fmt: skip
                         timings[name][mode] = attrs.evolve(t, note=f"eager: with graphs it raised {one_line(e)}")
                     except Exception as again:
                         timings[name][mode] = failed(one_line(again))
@@ -176,9 +188,11 @@ def run_bench(
     _record_warmups(hardware, timings)
     if progress is not None:
         progress(total, total, "done")
-    return _report(
+    report = _report(
         config, names, timings, checks, unavailable, registry, device, dtype, iters, warmup, batch_size, graphs
     )
+    report["setup"]["precision"] = precision
+    return report
 
 
 def _record_warmups(hardware: Any, timings: dict[str, dict[str, Timing]]) -> None:

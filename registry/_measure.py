@@ -130,21 +130,25 @@ def measure(
     warmup: int,
     cuda_graph: bool,
     teacher_forcing: float | None = None,
+    precision: str = "fp32",
 ) -> Timing:
     """Time ``model`` in ``mode`` (see MODES) on one batch; ``warmup`` calls first, timed apart.
 
-    ``teacher_forcing`` overrides the mode's own (train modes only).
+    ``teacher_forcing`` overrides the mode's own (train modes only); ``precision`` is the engine's ('fp32', or
+    'bf16': the forward under bf16 autocast, as ``quatrain train --precision bf16`` and eval run it).
     """
     device = x.device
     probe = MemoryProbe(device)
     probe.start()
     runner: TrainStep | InferenceStep
     if mode == "infer":
-        runner = InferenceStep(model, cuda_graph=cuda_graph, warmup=max(1, warmup - 1))
+        runner = InferenceStep(model, cuda_graph=cuda_graph, warmup=max(1, warmup - 1), precision=precision)
     else:
         model.train()
         tf = TEACHER_FORCING[mode] if teacher_forcing is None else teacher_forcing
-        runner = TrainStep(model, teacher_forcing=tf, cuda_graph=cuda_graph, warmup=max(1, warmup - 1))
+        runner = TrainStep(
+            model, teacher_forcing=tf, cuda_graph=cuda_graph, warmup=max(1, warmup - 1), precision=precision
+        )
     batch = Batch.of(x, mask)  # checked once, then every call runs as the jobs do: no host sync per step
     try:
         if mode == "train-epoch":  # one pass of the trainer's loop: a mean per step, no per-step spread

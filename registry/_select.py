@@ -55,6 +55,7 @@ class Job:
     config: ModelConfig
     device: str = "cpu"
     dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(DTYPE_NAMES)))
+    """'bfloat16': the job autocasts over float32 weights (``--precision bf16``), and is timed that way."""
     mode: str = attrs.field(default="train", validator=attrs.validators.in_(JOB_MODES))
     """'train' (a training step) or 'infer' (autoregressive reconstruction without gradients)."""
     teacher_forcing: float = 1.0
@@ -151,16 +152,22 @@ def selection_key(job: Job, registry: Registry, hardware: Hardware) -> str:
         "quatrain": quatrain_version(),
         "plugins": plugins,
         "job": job.to_dict(),
+        "timing": "bf16 jobs under autocast",  # how measure_backend times a job: a change retires old decisions
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def measure_backend(name: str, job: Job, registry: Registry | None = None) -> tuple[float, float]:
-    """Time a few steps of ``job`` on ``name`` at the job's shapes: (median step ms, warm-up s beyond steps)."""
+    """Time a few steps of ``job`` on ``name`` at the job's shapes: (median step ms, warm-up s beyond steps).
+
+    A bfloat16 job is timed as quatrain's jobs run one: float32 weights, the forward under bf16 autocast.
+    """
     registry = registry or get_registry()
     device = torch.device(job.device)
-    model = build_variants(job.config, [name], device=device, dtype=job.torch_dtype, registry=registry)[name]
-    x, mask = make_batch(job.config, job.batch_size, device, job.torch_dtype)
+    autocast = job.torch_dtype == torch.bfloat16
+    dtype = torch.float32 if autocast else job.torch_dtype
+    model = build_variants(job.config, [name], device=device, dtype=dtype, registry=registry)[name]
+    x, mask = make_batch(job.config, job.batch_size, device, dtype)
     mode = "infer" if job.mode == "infer" else ("train-par" if job.teacher_forcing >= 1.0 else "train-seq")
     timing = measure(
         model,
@@ -171,6 +178,7 @@ def measure_backend(name: str, job: Job, registry: Registry | None = None) -> tu
         warmup=SELECT_WARMUP,
         cuda_graph=device.type == "cuda",
         teacher_forcing=job.teacher_forcing,
+        precision="bf16" if autocast else "fp32",
     )
     extra = max(0.0, timing.warmup_ms - timing.warmup_iters * timing.median_ms) / 1000.0
     return timing.median_ms, extra

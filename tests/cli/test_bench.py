@@ -68,3 +68,41 @@ def test_unknown_backend_is_one_line_before_measuring(registry):
     assert result.exit_code == 1
     assert "unknown backend 'nope'" in result.output
     assert "[0/" not in result.output
+
+
+def test_bf16_precision_times_the_trainers_autocast(registry, monkeypatch):
+    """--precision bf16: float32 weights and the engine's bf16 autocast, what `quatrain train --precision bf16`
+    runs (every train and inference step the bench times goes through it)."""
+    import torch
+
+    import quatrain.registry._measure as measure
+    from quatrain import ModelConfig
+    from quatrain._rnn import autocast_problem
+
+    if (problem := autocast_problem(ModelConfig.preset("tiny").rnn, torch.device("cpu"))) is not None:
+        pytest.skip(problem)
+    seen = []
+
+    def spying(cls):
+        class Spy(cls):
+            def __init__(self, *args, **kwargs):
+                seen.append((cls.__name__, kwargs.get("precision")))
+                super().__init__(*args, **kwargs)
+
+        return Spy
+
+    monkeypatch.setattr(measure, "TrainStep", spying(measure.TrainStep))
+    monkeypatch.setattr(measure, "InferenceStep", spying(measure.InferenceStep))
+    result = run(*QUICK, "--batch-size", "2", "--precision", "bf16", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["setup"]["precision"] == "bf16" and report["setup"]["dtype"] == "float32"
+    assert {name for name, _ in seen} == {"TrainStep", "InferenceStep"}
+    assert {precision for _, precision in seen} == {"bf16"}
+
+
+def test_bf16_precision_over_a_bf16_model_is_refused_before_measuring(registry):
+    result = run(*QUICK, "--precision", "bf16", "--dtype", "bf16")
+    assert result.exit_code == 2
+    assert "leave --dtype at fp32" in result.output
+    assert "[0/" not in result.output

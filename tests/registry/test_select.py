@@ -268,6 +268,28 @@ def test_real_measurement_on_the_job_shapes(fakes, tiny):
     assert step_ms > 0 and warmup_s >= 0
 
 
+def test_a_bf16_job_is_timed_as_it_runs_float32_weights_under_autocast(fakes, tiny, monkeypatch):
+    """``quatrain train --precision bf16`` autocasts over float32 weights; selection times that, not a whole
+    bfloat16 model."""
+    from quatrain._rnn import autocast_problem
+
+    if (problem := autocast_problem(tiny.rnn, torch.device("cpu"))) is not None:
+        pytest.skip(problem)
+    seen, real = [], _select.measure
+
+    def spy(model, mode, x, mask, **kwargs):
+        seen.append((next(model.parameters()).dtype, x.dtype, kwargs["precision"], mode))
+        return real(model, mode, x, mask, **kwargs)
+
+    monkeypatch.setattr(_select, "measure", spy)
+    _select.measure_backend("naive", job(tiny, dtype="bfloat16", batch_size=2, teacher_forcing=1.0), registry=fakes)
+    _select.measure_backend("naive", job(tiny, batch_size=2), registry=fakes)
+    assert seen == [
+        (torch.float32, torch.float32, "bf16", "train-par"),
+        (torch.float32, torch.float32, "fp32", "train-par"),
+    ]
+
+
 def test_named_backend_that_cannot_train_is_checked_on_outputs_only(tmp_path, monkeypatch, tiny):
     monkeypatch.setenv("QUATRAIN_CACHE", str(tmp_path / "cache"))
 
