@@ -109,13 +109,16 @@ def forward(x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: 
     """``[x | contexts]`` (B, 2H): the queries ``x`` (B, H) beside the contexts of their projections ``q`` (B, H)
     over ``k``, ``v`` (B, h, S, d) with additive ``bias`` (B, S).
 
-    Also returns, when ``training``, P (B, h, S) and the scaled projected query (B, H); else two empty tensors.
+    Also returns, when ``training``, P (B, h, S, float32) and the scaled projected query (B, H); else two empty
+    tensors.
     """
     B, h, S, d = k.shape
     x = x if x.stride(-1) == 1 else x.contiguous()
     q = q if q.stride(-1) == 1 else q.contiguous()
     out = q.new_empty(B, 2 * h * d)
-    p = q.new_empty(B, h, S) if training else out  # not written unless training
+    # P in float32 whatever the dtype: the backward's dS is computed from it (rounding P to bfloat16 there put
+    # 4-6x the reference's error into w_q's gradient under autocast; tests/plugins/test_triton_step.py).
+    p = q.new_empty(B, h, S, dtype=torch.float32) if training else out  # not written unless training
     qs = q.new_empty(B, h * d) if training else out
     block_s, block_d = _blocks(S, d)
     _forward[(B * h,)](
@@ -128,7 +131,7 @@ def forward(x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: 
 
 def backward(dj: Tensor, p: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """From the joined output's gradient ``dj`` (B, 2H): the queries' own share of their gradient (B, H, its
-    left half, copied), the projected query's gradient (B, H) and the score gradient dS (B, h, S)."""
+    left half, copied), the projected query's gradient (B, H) and the score gradient dS (B, h, S, float32)."""
     B, h, S, d = k.shape
     dj = dj if dj.stride(-1) == 1 else dj.contiguous()
     dx = dj.new_empty(B, h * d)

@@ -71,6 +71,9 @@ class _Defer(torch.autograd.Function):
         if records:
             p, do, ds, q = (torch.cat(parts, dim=2) for parts in zip(*records, strict=True))  # (B, h, N, .)
             records.clear()
+            # triton-step keeps P and dS in float32 whatever the dtype (its backward reads P back): the products
+            # run in the gradients' dtype, one cast per decode.
+            p, ds = p.to(do.dtype), ds.to(q.dtype)
             dk_steps = ds.transpose(-2, -1) @ q  # (B, h, S, d) = sum_t dS_t^T Q_t
             dv_steps = p.transpose(-2, -1) @ do  # (B, h, S, d) = sum_t P_t^T dO_t
             dk = dk_steps if dk is None else dk + dk_steps
