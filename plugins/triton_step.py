@@ -3,8 +3,9 @@
 ``deferred-kv`` runs a step's attention as five kernels (scale, scores, mask, softmax, context) and its
 backward as four; at the seed preset on an H200 those small kernels, not arithmetic, are most of
 what attention adds to a step. Here the forward is one kernel (scores, mask, softmax and context of every
-(row, head), written in the merged-heads layout) and the backward one more (the query's gradient and dS),
-both in float32 whatever the storage dtype (plugins/_triton_kernels.py). The query projection's weight
+(row, head), written beside a copy of the query: what the folded integration layer reads, so no
+concatenation runs per step) and the backward one more (the query's gradient and dS), both in float32
+whatever the storage dtype (plugins/_triton_kernels.py). The query projection's weight
 gradient is deferred as K and V's are (``quatrain._deferred``, as the decoder does for its own layers): each
 step's backward leaves (dq, query), and one product after the last step gives dWq. Everything else is
 ``deferred-kv``'s: K and V projected once per sequence, their gradients from one batched product after
@@ -112,6 +113,8 @@ class TritonStepAttention(DeferredKVAttention):
         notes=(
             "each decoder step's attention is one Triton kernel forward (scores, mask, softmax, context, in "
             "float32) and one backward (the query's gradient and dS); K and V are read in place, once per step",
+            "the query projection is one matrix product; the kernel writes the query beside its contexts, what the "
+            "folded integration layer reads (AttentionBackend.step_joined), so no concatenation runs per step",
             "w_q's weight gradient is deferred too: one product over every step's (dq, query) after the last step",
             "otherwise deferred-kv: K/V projected once per sequence, their gradients from one batched product "
             "after the last step, w_o folded into the integration layer",
