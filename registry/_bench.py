@@ -104,8 +104,7 @@ def run_bench(
         config: the model (a preset's config); the batch is (batch_size, config.max_len).
         device, dtype: where and in what precision every variant runs (the whole model in ``dtype``).
         precision: the step engine's: 'fp32', or 'bf16', the forward under bf16 autocast over ``dtype``
-            float32 weights, as ``quatrain train --precision bf16`` trains (the checks against naive run in
-            ``dtype``).
+            float32 weights, as ``quatrain train --precision bf16`` trains (the checks against naive too).
         backends: names to run (default: every registered backend); unavailable ones are reported with reasons.
         iters: timed calls per variant and mode.
         warmup: calls before the timed ones, timed separately (on CUDA the last one captures the graph).
@@ -159,7 +158,9 @@ def run_bench(
                     return registry.convert_layout(state, reference.layout, target)
 
                 try:
-                    comparison = check_against(reference, models[name], px, pmask, convert=convert)
+                    comparison = check_against(
+                        reference, models[name], px, pmask, convert=convert, autocast=precision == "bf16"
+                    )
                     checks[name] = Check.of(comparison)
                 except Exception as e:  # someone else's code: report it in its row, keep benchmarking the rest
                     checks[name] = Check(ratio=math.nan, passed=False, worst=f"raised {one_line(e)}")

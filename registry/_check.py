@@ -42,19 +42,26 @@ def probe_batch(
 
 
 def probe(
-    model: Autoencoder, x: Tensor, mask: Tensor, convert: Convert | None = None, gradients: bool = True
+    model: Autoencoder,
+    x: Tensor,
+    mask: Tensor,
+    convert: Convert | None = None,
+    gradients: bool = True,
+    autocast: bool = False,
 ) -> dict[str, Tensor | None]:
     """Outputs (tf 1.0 and 0.0) and gradients (input, every parameter) in eval mode, inputs cast to the model's dtype.
 
     ``convert``: maps the attention parameters' gradients to another layout (the golden and the reference's,
-    to the candidate's). ``gradients``: False for a backend that cannot train (outputs only).
+    to the candidate's). ``gradients``: False for a backend that cannot train (outputs only). ``autocast``:
+    the forward passes under bf16 autocast (what ``--precision bf16`` runs).
     """
     dtype = next(model.parameters()).dtype
     was_training = model.training
     model.eval()
     found: dict[str, Tensor | None] = {}
+    cast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast)
     # cuDNN's RNN has no backward in eval mode; torch's own RNN kernels do (for all three models alike).
-    with torch.backends.cudnn.flags(enabled=False):
+    with torch.backends.cudnn.flags(enabled=False), cast:
         try:
             xi = x.detach().to(dtype, copy=True).requires_grad_(gradients)
             model.zero_grad(set_to_none=True)
@@ -92,10 +99,12 @@ def check_models(
     mask: Tensor,
     *,
     convert: Convert | None = None,
+    autocast: bool = False,
 ) -> Comparison:
     """The one rule on three models that hold the same weights: golden (float64), reference and candidate.
 
     ``convert`` maps the reference's attention gradients to the candidate's layout (None: same layout).
+    ``autocast``: reference and candidate run under bf16 autocast, judged at bfloat16's rounding.
     An approximate candidate (``exact=False``) has its declared tolerance added to every bound; one that
     cannot train (``training=False``) is compared on outputs only.
     """
@@ -103,11 +112,11 @@ def check_models(
     caps = attention.capabilities if attention is not None else None
     tolerance = caps.tolerance if caps is not None and not caps.exact else 0.0
     gradients = caps is None or caps.training
-    dtype = next(candidate.parameters()).dtype
+    dtype = torch.bfloat16 if autocast else next(candidate.parameters()).dtype
     with full_precision():
         want = probe(golden, x, mask, convert, gradients)
-        ref = probe(reference, x, mask, convert, gradients)
-        got = probe(candidate, x, mask, gradients=gradients)
+        ref = probe(reference, x, mask, convert, gradients, autocast=autocast)
+        got = probe(candidate, x, mask, gradients=gradients, autocast=autocast)
     return compare(
         want,
         ref,
@@ -154,14 +163,22 @@ def check_backend_model(
 
 
 def check_against(
-    reference: Autoencoder, candidate: Autoencoder, x: Tensor, mask: Tensor, *, convert: Convert | None = None
+    reference: Autoencoder,
+    candidate: Autoencoder,
+    x: Tensor,
+    mask: Tensor,
+    *,
+    convert: Convert | None = None,
+    autocast: bool = False,
 ) -> Comparison:
-    """``candidate`` against ``reference`` (same weights, same dtype) by the one rule, on copies of both.
+    """``candidate`` against ``reference`` (same weights, same dtype) by the one rule, on copies of both;
+    ``autocast``: both under bf16 autocast.
 
     The golden is the reference in float64. The copies have their ReLUs made smooth
     (``quatrain._compare.without_kinks``); the models passed in are left as they are.
     """
     ref = without_kinks(copy.deepcopy(reference))
     return check_models(
-        copy.deepcopy(ref).double(), ref, without_kinks(copy.deepcopy(candidate)), x, mask, convert=convert
-    )
+        copy.deepcopy(ref).double(), ref, without_kinks(copy.deepcopy(candidate)), x, mask, convert=convert,
+        autocast=autocast,
+    )  # fmt: skip

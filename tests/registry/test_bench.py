@@ -8,6 +8,7 @@ import attrs
 import pytest
 import torch
 
+import quatrain
 from quatrain import ModelConfig, hookimpl
 from quatrain.plugins import naive
 from quatrain.plugins.naive import NaiveAttention
@@ -147,3 +148,32 @@ def test_unavailable_backends_are_listed_with_reasons(tiny):
     assert unavailable["name"] == "mps"
     assert "does not run on cpu" in unavailable["reasons"][0]
     assert [v["name"] for v in report["variants"]] == ["none", "naive"]
+
+
+def test_bf16_precision_checks_and_times_under_autocast(fakes, tiny):
+    """``precision='bf16'``: every variant is checked against naive under bf16 autocast (a wrong backend is still
+    caught there, a correct one passes) and timed through the engine's autocast."""
+    from quatrain._rnn import autocast_problem
+
+    if (problem := autocast_problem(tiny.rnn, torch.device("cpu"))) is not None:
+        pytest.skip(problem)
+    report = run_bench(
+        tiny, backends=["serial", "fast-wrong"], iters=1, warmup=1, batch_size=2, registry=fakes, precision="bf16"
+    )
+    assert report["setup"]["precision"] == "bf16" and report["setup"]["dtype"] == "float32"
+    assert variant(report, "serial")["correct"] is True
+    assert variant(report, "fast-wrong")["correct"] is False
+    with pytest.raises(ValueError, match="over float32 weights"):
+        run_bench(tiny, backends=["serial"], dtype=torch.bfloat16, precision="bf16", registry=fakes)
+
+
+def test_the_autocast_probe_runs_the_forward_in_bfloat16(fakes, tiny):
+    from quatrain._rnn import autocast_problem
+    from quatrain.registry._check import probe, probe_batch
+
+    if (problem := autocast_problem(tiny.rnn, torch.device("cpu"))) is not None:
+        pytest.skip(problem)
+    model = quatrain.Autoencoder(tiny, "naive")
+    x, mask = probe_batch(tiny, torch.device("cpu"), torch.float32, 0)
+    assert probe(model, x, mask, autocast=True)["output tf 1.0"].dtype == torch.bfloat16
+    assert probe(model, x, mask)["output tf 1.0"].dtype == torch.float32
