@@ -82,7 +82,7 @@ def keys(k: Tensor, v: Tensor, mask: Mask, num_heads: int, zero_empty: bool = Fa
     """
     v_heads = split_heads(v, num_heads)
     if zero_empty:
-        v_heads = v_heads * mask.has_key.to(v_heads.dtype)  # V keeps its dtype (bfloat16 under autocast)
+        v_heads = v_heads * mask.has_key
     return Keys(split_heads(k, num_heads), v_heads, mask, zero_empty)
 
 

@@ -44,7 +44,9 @@ class CachedDecoderAttention(AttentionBackend):
 
     def prepare(self, memory: Tensor, key_mask: Tensor) -> Keys:
         k, v = self.w_kv(memory).chunk(2, dim=-1)  # (B, S, H) each, once per sequence
-        state = keys(k, v, prepare_mask(key_mask, memory.dtype), self.num_heads, zero_empty=True)
+        # The mask in K's dtype, not the memory's: under bf16 autocast the projection is bfloat16 and the
+        # memory float32, and a float32 mask would promote V and the scores back to float32.
+        state = keys(k, v, prepare_mask(key_mask, k.dtype), self.num_heads, zero_empty=True)
         probe_kernel(self, state)
         return state
 

@@ -94,9 +94,7 @@ class _SingleQuery(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None]:
-        # In do's dtype: under autocast the forward's products ran in it, and the scores, their float32 mask
-        # added, were promoted (what autocast's own backward of those products would do).
-        scaled, k_t, v, p = (t.to(do.dtype) for t in ctx.saved_tensors)
+        scaled, k_t, v, p = ctx.saved_tensors
         dp = do @ v.transpose(-2, -1)  # (B, h, 1, S)
         # Softmax backward, p * (dp - sum(dp * p)), by torch's own kernel (it accumulates in float32 for
         # bfloat16/float16); on rows without keys V is zero, so dp, and their score gradient, are zero.
@@ -132,7 +130,9 @@ class DeferredKVAttention(CachedDecoderAttention):
         """The prepared sequence; ``matmul_layouts``: copy K^T and V into the layouts the single-query
         matmuls read fastest, else leave them views (for steps that read K and V through their strides)."""
         k, v = self.w_kv(memory).chunk(2, dim=-1)  # (B, S, H) each, once per sequence
-        state = keys(k, v, prepare_mask(key_mask, memory.dtype), self.num_heads, zero_empty=True)
+        # The mask in K's dtype, not the memory's: under bf16 autocast the projection is bfloat16 and the
+        # memory float32, and a float32 mask would promote V and the scores back to float32.
+        state = keys(k, v, prepare_mask(key_mask, k.dtype), self.num_heads, zero_empty=True)
         probe_kernel(self, state)
         records: list[Record] = []
         if torch.is_grad_enabled() and (state.k.requires_grad or state.v.requires_grad):
