@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-log = logging.getLogger("quatrain._trainstep")
+log = logging.getLogger(__name__)
 
 MAX_GRAPHS = 4
 """Captured shapes per step (a few length buckets); other shapes run eagerly, announced."""

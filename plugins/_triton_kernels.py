@@ -116,8 +116,9 @@ def forward(x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: 
     x = x if x.stride(-1) == 1 else x.contiguous()
     q = q if q.stride(-1) == 1 else q.contiguous()
     out = q.new_empty(B, 2 * h * d)
-    # P in float32 whatever the dtype: the backward's dS is computed from it (rounding P to bfloat16 there put
-    # 4-6x the reference's error into w_q's gradient under autocast; tests/plugins/test_triton_step.py).
+    # P in float32 whatever the dtype: the backward's dS is computed from it. Rounding P to bfloat16 put 4-6x
+    # the reference's error into w_q's gradient under autocast, about 1x in float32 (autocast_comparison in
+    # tests/plugins/test_triton_step.py, TRITON_INTERPRET=1 on CPU, seeds 0-3, 2026-12-02).
     p = q.new_empty(B, h, S, dtype=torch.float32) if training else out  # not written unless training
     qs = q.new_empty(B, h * d) if training else out
     block_s, block_d = _blocks(S, d)
