@@ -8,7 +8,9 @@
 #   norelease.txt   the failed-capture test and the order runs again with the engine's generator release
 #                   (core/_graphs.py) switched off: what the release fixes
 #   cuda-seed-autocast-bf16-b32: float32 weights under bf16 autocast (`--precision bf16`), what train runs
-# STAGES (default "tests profile b32"): any of tests, order, norelease, profile, b32, bf16, b256, autocast.
+#   integration-ab*.{txt,json}: benchmarks/integration_ab.py, triton-step's integration layer with the step
+#                   against the form before it, batch 32 and 256 fp32 and batch 32 under bf16 autocast
+# STAGES (default "tests profile b32"): any of tests, order, norelease, profile, ab, b32, bf16, b256, autocast.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT}
@@ -55,6 +57,16 @@ if has profile; then
       --variants "${PROFILE_VARIANTS:-none,deferred-kv,triton-step}" > "$OUT/profile-b$b.txt" 2>&1
     grep "##\|ms more than" "$OUT/profile-b$b.txt"
   done
+fi
+if has ab; then
+  stamp "integration A/B, fp32"
+  timeout 240 $PY benchmarks/integration_ab.py --device cuda --batch-sizes 32,256 --out "$OUT/integration-ab.json" \
+    > "$OUT/integration-ab.txt" 2>&1
+  cat "$OUT/integration-ab.txt"
+  stamp "integration A/B, bf16 autocast"
+  timeout 120 $PY benchmarks/integration_ab.py --device cuda --batch-sizes 32 --precision bf16 \
+    --out "$OUT/integration-ab-bf16.json" > "$OUT/integration-ab-bf16.txt" 2>&1
+  cat "$OUT/integration-ab-bf16.txt"
 fi
 bench() {  # bench NAME ARGS...
   local name=$1; shift

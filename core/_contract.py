@@ -10,7 +10,10 @@ from typing import Any, ClassVar
 
 import attrs
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ._deferred import Linear
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -185,11 +188,19 @@ class AttentionBackend(nn.Module):
         """``step``'s output before ``output_weight``: the heads' merged contexts (B, H) (the output fold)."""
         raise NotImplementedError(f"backend {self.name!r} declares no output fold")
 
-    def step_joined(self, query: Tensor, state: Any) -> Tensor:
-        """What the decoder's folded integration layer reads: the query beside ``step_context``'s merged
-        contexts, (B, 2H). Override to produce both at once (``triton-step``'s kernel writes the query's copy
-        beside the contexts, so no concatenation runs per step). Default: the concatenation."""
-        return torch.cat([query, self.step_context(query, state)], dim=-1)
+    def step_integrated(
+        self, query: Tensor, state: Any, weight: Tensor, bias: Tensor, linear: Linear = F.linear
+    ) -> Tensor:
+        """The first layer of the decoder's folded integration MLP at one step: ``linear([query |
+        step_context], weight, bias)`` (B, H), with ``weight`` (H, 2H) the folded weight (``Decoder.fold``).
+
+        ``linear`` is how the decoder applies its own layers (``F.linear``, or one decode's
+        ``DeferredLinears``, which sums the weight's gradient once after the last step). Override to compute
+        the layer with the attention (``triton-step`` multiplies the query by ``w_q`` and the weight's query
+        half in one product and adds the context half's product in place: no concatenated input, no product
+        over a doubled width). Default: the concatenation, then ``linear``.
+        """
+        return linear(torch.cat([query, self.step_context(query, state)], dim=-1), weight, bias)
 
     def parallel_context(self, queries: Tensor, state: Any) -> Tensor:
         """``parallel``'s output before ``output_weight`` (B, T, H) (the output fold)."""

@@ -145,8 +145,10 @@ class Decoder(nn.Module):
         weights = None
         if isinstance(attn_state, Folded):
             assert self.attention is not None
-            joined = self.attention.step_joined(query, attn_state.state)  # [query | contexts]
-            hidden = self._integrate_folded(joined, attn_state.weight, linear)
+            bias = self.integrate[0].bias  # the folded layer's
+            assert isinstance(bias, Tensor)
+            hidden = self.attention.step_integrated(query, attn_state.state, attn_state.weight, bias, linear)
+            hidden = self._integration(hidden, linear, list(self.integrate)[1:])  # the rest of the MLP
             return linear(hidden, self.out.weight, self.out.bias), state, None
         if self.attention is not None:
             context, weights = self.attention.step(query, attn_state, need_weights)
@@ -169,12 +171,11 @@ class Decoder(nn.Module):
         assert isinstance(first, Tensor)
         return Folded(attn_state, torch.cat([first[:, :H], first[:, H:] @ getattr(self.attention, name).weight], 1))
 
-    def _integrate_folded(self, joined: Tensor, weight: Tensor, linear: Linear = F.linear) -> Tensor:
-        """The integration MLP on ``[query | contexts]`` (..., 2H), its first layer's weight folded."""
+    def _integrate_folded(self, joined: Tensor, weight: Tensor) -> Tensor:
+        """The integration MLP on ``[queries | contexts]`` (..., 2H), its first layer's weight folded."""
         bias = self.integrate[0].bias
         assert isinstance(bias, Tensor)
-        hidden = linear(joined, weight, bias)
-        return self._integration(hidden, linear, list(self.integrate)[1:])  # the rest of the MLP
+        return self._integration(F.linear(joined, weight, bias), F.linear, list(self.integrate)[1:])
 
     def run(
         self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False

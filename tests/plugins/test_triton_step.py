@@ -61,6 +61,26 @@ INTERPRETED = """
         frozen.append(torch.autograd.grad(out.square().sum(), trained))
     for got, want in zip(*frozen):
         errors.append(float((got - want).abs().max() / want.abs().max().clamp(min=1e-30)))
+    # The folded integration layer's first map, over many steps: the kernel path (one stacked product, the
+    # context half added in place) against the default (concatenation, then the linear map), with the
+    # weight's gradient deferred as the decoder does and summed at every step.
+    from quatrain import AttentionBackend
+    from quatrain._deferred import DeferredLinears
+
+    torch.manual_seed(2)
+    weight = torch.randn(24, 48, requires_grad=True)
+    bias = torch.randn(24, requires_grad=True)
+    scale = torch.linspace(-1, 1, 24)
+    for make in (DeferredLinears, lambda: torch.nn.functional.linear):
+        layer = []
+        for attention, integrated in ((fast, type(fast).step_integrated), (plain, AttentionBackend.step_integrated)):
+            state = attention.prepare(memory, key_mask)
+            linear = make()
+            out = torch.stack([integrated(attention, q, state, weight, bias, linear) for q in queries.unbind(1)], 1)
+            inputs = [memory, queries, weight, bias, attention.w_kv.weight]  # w_q frozen above; w_o not read
+            layer.append([out, *torch.autograd.grad((out * scale).sum(), inputs)])
+        for got, want in zip(*layer):
+            errors.append(float((got - want).abs().max() / want.abs().max().clamp(min=1e-30)))
     dtypes = sorted({c.dtype for c in report.checks})
     empty_row = float(results[0][0][1].abs().max())
     print(json.dumps({"passed": report.passed, "text": report.format(), "dtypes": dtypes, "path": paths[0],
@@ -108,14 +128,15 @@ def test_without_the_kernels_a_step_is_deferred_kvs(registry):
     plain.load_state_dict(fast.state_dict())
     memory, key_mask = torch.randn(2, 5, 16), torch.tensor([[True] * 5, [True, True] + [False] * 3])
     query = torch.randn(2, 16)
-    outs, joined = [], []
+    weight, bias = torch.randn(16, 32), torch.randn(16)
+    outs, layers = [], []
     for attention in (fast, plain):
         state = attention.prepare(memory, key_mask)
         outs.append(attention.step(query, state)[0])
-        joined.append(attention.step_joined(query, state))
+        layers.append(attention.step_integrated(query, state, weight, bias))
     assert fast.step_path == "matmul"
     assert torch.equal(outs[0], outs[1])
-    assert torch.equal(joined[0], joined[1]) and torch.equal(joined[0][:, :16], query)
+    assert torch.equal(layers[0], layers[1])
 
 
 def autocast_comparison(device: str, seed: int = 0):
