@@ -8,6 +8,8 @@ runs eagerly, announced once with the reason (``GraphFallbackWarning``). Used by
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import warnings
 from collections.abc import Callable
@@ -47,6 +49,25 @@ def _release_generator(device: torch.device) -> None:
     index = device.index if device.index is not None else torch.cuda.current_device()
     generator = torch.cuda.default_generators[index]
     generator.graphsafe_set_state(generator.clone_state())
+
+
+@contextlib.contextmanager
+def _collector_held() -> Any:
+    """Python's cycle collector held off while a graph is captured.
+
+    The collector runs at any allocation, and a dropped engine is a reference cycle holding its CUDA graphs;
+    freed in the middle of another capture, a graph's destruction invalidates that capture ("operation not
+    permitted when stream is capturing", then "operation failed due to a previous error during capture").
+    ``torch.cuda.graph`` no longer collects before a capture (``torch.compiler.config.force_cudagraph_gc``).
+    Cycles that die meanwhile wait for the next collection, after the capture.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Graphed:
@@ -125,7 +146,7 @@ class Graphed:
         static = tuple(None if t is None else t.clone() for t in inputs)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with _collector_held(), torch.cuda.graph(graph):
                 result = self.body(*static)
         except Exception as e:  # an op that cannot be captured (host sync, nested graphs): run eagerly
             _release_generator(x.device)

@@ -71,7 +71,7 @@ class _Defer(torch.autograd.Function):
         if records:
             p, do, ds, q = (torch.cat(parts, dim=2) for parts in zip(*records, strict=True))  # (B, h, N, .)
             records.clear()
-            # triton-step keeps P and dS in float32 whatever the dtype (its backward reads P back): the products
+            # The steps keep P and dS in float32 whatever the dtype (their backwards read P back): the products
             # run in the gradients' dtype, one cast per decode.
             p, ds = p.to(do.dtype), ds.to(q.dtype)
             dk_steps = ds.transpose(-2, -1) @ q  # (B, h, S, d) = sum_t dS_t^T Q_t
@@ -87,20 +87,22 @@ class _SingleQuery(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k_t: Tensor, v: Tensor, bias: Tensor, records: list[Record]) -> Tensor:
         scaled = q * (1.0 / math.sqrt(q.shape[-1]))  # (B, h, 1, d)
-        p = torch.softmax(scaled @ k_t + bias, dim=-1)  # (B, h, 1, S); V is zero on rows without keys
+        # P in float32 whatever the dtype (the backward's dS comes from it), as CUDA's autocast runs a softmax
+        # anyway (CPU's does not): one dtype on every device, so what the CPU tests check is what CUDA runs.
+        p = torch.softmax((scaled @ k_t + bias).float(), dim=-1)  # (B, h, 1, S); V is zero on rows without keys
         ctx.save_for_backward(scaled, k_t, v, p)
         ctx.records = records
-        return p @ v  # (B, h, 1, d)
+        return p.to(v.dtype) @ v  # (B, h, 1, d)
 
     @staticmethod
     def backward(ctx: Any, do: Tensor) -> tuple[Tensor, None, None, None, None]:
         scaled, k_t, v, p = ctx.saved_tensors
-        dp = do @ v.transpose(-2, -1)  # (B, h, 1, S)
-        # Softmax backward, p * (dp - sum(dp * p)), by torch's own kernel (it accumulates in float32 for
-        # bfloat16/float16); on rows without keys V is zero, so dp, and their score gradient, are zero.
+        dp = (do @ v.transpose(-2, -1)).float()  # (B, h, 1, S)
+        # Softmax backward, p * (dp - sum(dp * p)), by torch's own kernel, in float32 as P is; on rows without
+        # keys V is zero, so dp, and their score gradient, are zero.
         ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
-        ctx.records.append(Record(p, do, ds, scaled))
-        dq = (ds @ k_t.transpose(-2, -1)) * (1.0 / math.sqrt(scaled.shape[-1]))
+        ctx.records.append(Record(p, do, ds, scaled))  # the deferred product casts P and dS once per decode
+        dq = (ds.to(k_t.dtype) @ k_t.transpose(-2, -1)) * (1.0 / math.sqrt(scaled.shape[-1]))
         return dq, None, None, None, None
 
 

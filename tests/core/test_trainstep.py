@@ -289,3 +289,53 @@ def test_a_failed_capture_falls_back_to_eager_steps_that_still_draw_random_numbe
     for _ in range(3):  # a later capture on the same device still works, and replays draw fresh masks
         follow(x)
     assert follow.graphs and not torch.equal(follow(x), follow(x))
+
+
+@pytest.mark.gpu
+@cuda
+def test_an_engine_dropped_before_a_capture_is_not_collected_in_the_middle_of_it():
+    """A dropped engine is a reference cycle holding its CUDA graphs, freed whenever Python's cycle collector
+    next runs, which can be at any allocation. Freed in the middle of another capture, it spoils that capture
+    (as it did, now and then, in the GPU runs); the engine holds the collector off while it captures, and
+    the collector is back on afterwards, after a failed capture too."""
+    import gc
+
+    from quatrain._graphs import Graphed
+
+    class Engine:  # a step engine dropped with its graph: garbage only the cycle collector frees
+        def __init__(self) -> None:
+            self.me = self
+            self.runner = Graphed(lambda t: t + 1, cuda_graph=True, warmup=1, what="old step")
+
+    x = torch.ones(64, device="cuda")
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(10**9)  # no collection until the capture below, so the old engine stays in the youngest generation
+    try:
+        old = Engine()
+        old.runner(x)
+        old.runner(x)
+        assert old.runner.graphs
+        holder, seen = [old], []
+        del old
+
+        def body(t):
+            if torch.cuda.is_current_stream_capturing():
+                seen.append(gc.isenabled())
+                holder.clear()  # the old engine is garbage now, its graph with it
+                gc.set_threshold(1)  # the collector would run at the next allocations
+                _ = [[] for _ in range(100)]
+            return t * 2
+
+        new = Graphed(body, cuda_graph=True, warmup=1, what="new step")
+        new(x)
+        assert torch.equal(new(x), x * 2)
+    finally:
+        gc.set_threshold(*thresholds)
+    assert new.graphs, new.fallback_reason
+    assert seen == [False] and gc.isenabled()
+    broken = Graphed(lambda t: t * float(t.sum() > 0), cuda_graph=True, warmup=1, what="host sync")
+    broken(x)
+    with pytest.warns(GraphFallbackWarning, match="capture failed"):
+        broken(x)
+    assert gc.isenabled()
