@@ -3,7 +3,8 @@
 half's product added in place) against the form before it (the projection, the kernel writing ``[query |
 contexts]``, then one product over that doubled input), beside the no-attention baseline. Same weights, same
 engine (``registry._measure.measure``: TrainStep / InferenceStep, CUDA graphs on a GPU), one process,
-interleaved rounds; median ms per step of each round, then the median over rounds.
+interleaved rounds; median ms per step of each round, then the median over rounds. A fourth variant adds the
+context half's product out of place (``torch.addmm`` into a new tensor) instead of in place.
 
     python benchmarks/integration_ab.py --device cuda --batch-sizes 32,256 [--precision bf16] [--out ab.json]
 """
@@ -42,15 +43,26 @@ def main() -> None:
             return type(self).step_integrated(self, query, state, weight, bias, linear)
         return linear(self._step(query, state, None), weight, bias)
 
+    from quatrain.plugins import triton_step
+
+    in_place = triton_step._add_context
+
+    def out_of_place(share: Any, contexts: Any, weight: Any) -> Any:
+        """The context half's product into a new, contiguous tensor (cuBLAS reads the share as its C)."""
+        return torch.addmm(share, contexts, weight.t())
+
     device = torch.device(args.device)
     config = quatrain.ModelConfig.preset("seed")
     results: dict[str, Any] = {"device": args.device, "precision": args.precision, "torch": torch.__version__}
     if device.type == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
     for batch in (int(b) for b in args.batch_sizes.split(",")):
-        names = ["none", "triton-step", "triton-step (joined)"]
+        names = ["none", "triton-step", "triton-step (joined)", "triton-step (out of place)"]
         models = build_variants(config, names[:2], device=device, dtype=torch.float32, registry=get_registry())
         models[names[2]] = build_variants(
+            config, ["triton-step"], device=device, dtype=torch.float32, registry=get_registry()
+        )["triton-step"]
+        models[names[3]] = build_variants(
             config, ["triton-step"], device=device, dtype=torch.float32, registry=get_registry()
         )["triton-step"]
         attention = models[names[2]].decoder.attention
@@ -60,6 +72,7 @@ def main() -> None:
             rounds: dict[str, list[float]] = {n: [] for n in names}
             for _ in range(args.rounds):
                 for name in names:
+                    triton_step._add_context = out_of_place if name == names[3] else in_place  # its capture only
                     timing = measure(
                         models[name],
                         mode,
@@ -70,6 +83,7 @@ def main() -> None:
                         cuda_graph=device.type == "cuda",
                         precision=args.precision,
                     )
+                    triton_step._add_context = in_place
                     rounds[name].append(timing.median_ms)
             medians = {n: statistics.median(t) for n, t in rounds.items()}
             base = medians["none"]
@@ -77,7 +91,8 @@ def main() -> None:
             print(
                 f"batch {batch} {mode}: "
                 + ", ".join(f"{n} {ms:.2f} ms ({ms / base:.3f}x)" for n, ms in medians.items())
-                + f"; joined / stacked {medians[names[2]] / medians[names[1]]:.3f}",
+                + f"; joined / stacked {medians[names[2]] / medians[names[1]]:.3f}"
+                + f", out of place / in place {medians[names[3]] / medians[names[1]]:.3f}",
                 flush=True,
             )
     if args.out:

@@ -62,6 +62,12 @@ class Integration(NamedTuple):
     """The folded weight it was made from (the cache's check)."""
 
 
+def _add_context(share: Tensor, contexts: Tensor, weight: Tensor) -> Tensor:
+    """The layer's output: the query's share (a view of the stacked product) plus ``contexts @ weight^T``,
+    added in place."""
+    return share.addmm_(contexts, weight.t())
+
+
 class _Step(torch.autograd.Function):
     """A step's attention by the Triton kernels, with the folded integration layer's first map when
     ``integration`` is given: query (B, H) -> that layer's output (B, H); else -> ``[query | merged
@@ -102,7 +108,7 @@ class _Step(torch.autograd.Function):
         joined, p, scaled = _triton_kernels.forward(query, q, k, v, key_bias, training)
         if out is not None:
             assert integration is not None
-            out.addmm_(joined[:, query.shape[-1] :], integration.context_weight.to(out.dtype).t())
+            out = _add_context(out, joined[:, query.shape[-1] :], integration.context_weight.to(out.dtype))
         if training:
             ctx.save_for_backward(query, w_q, k, v, p, scaled, joined, weight)
             ctx.records, ctx.w_records = records, w_records
