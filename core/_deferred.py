@@ -88,7 +88,14 @@ class DeferredLinears:
         entry = self._layers.get(id(weight))
         if entry is None:
             records: list[Record] = []
-            w, b = _Defer.apply(weight, bias, records)
+            w, b = weight, bias
+            device = weight.device.type
+            if torch.is_autocast_enabled(device):
+                # Autocast casts a parameter once per forward (its weight cache) but a view at every use, and
+                # a step's backward would cast it again: cast once a decode here, and the views are the cast's.
+                dtype = torch.get_autocast_dtype(device)
+                w, b = weight.to(dtype), (bias.to(dtype) if bias is not None else None)
+            w, b = _Defer.apply(w, b, records)
             entry = (w, b, records, weight)  # the weight itself kept, so its id stays this layer's
             self._layers[id(weight)] = entry
         return entry[0], entry[1], entry[2]

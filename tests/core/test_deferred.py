@@ -46,6 +46,46 @@ def test_a_frozen_weight_gets_no_gradient_and_the_input_still_does():
     torch.testing.assert_close(grad, torch.autograd.grad(F.linear(F.linear(x, weight), weight).sum(), x)[0])
 
 
+def test_under_autocast_a_weight_is_cast_once_a_decode_not_at_every_step():
+    """Autocast casts a parameter once per forward (its cache) but a deferred view at every use, and the
+    steps' backward cast it again: the views are made from one cast, as plain autocast's uses share one."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Casts(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shapes: list[tuple[int, ...]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default:
+                self.shapes.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(8, 8).bfloat16().float(), torch.randn(8).bfloat16().float()
+    x0 = torch.randn(4, 8).bfloat16().float()
+    scale = torch.linspace(-1, 1, 8, dtype=torch.float64)
+
+    def run(make, dtype, autocast):
+        w, b = (t.to(dtype).requires_grad_() for t in (weight, bias))
+        with Casts() as casts:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                linear, x, outs = make(), x0.to(dtype), []
+                for _ in range(6):
+                    x = torch.tanh(linear(x, w, b))
+                    outs.append(x)
+                out = torch.stack(outs).double()
+            dw, db = torch.autograd.grad((out * scale).sum(), (w, b))
+        return {"output": out.detach(), "grad weight": dw.double(), "grad bias": db.double()}, casts.shapes
+
+    golden, _ = run(lambda: F.linear, torch.float64, autocast=False)
+    plain, plain_casts = run(lambda: F.linear, torch.float32, autocast=True)
+    deferred, deferred_casts = run(DeferredLinears, torch.float32, autocast=True)
+    assert deferred_casts.count((8, 8)) == plain_casts.count((8, 8)) == 2  # to bfloat16 once, its gradient back once
+    result = compare(golden, plain, deferred, dtype=torch.bfloat16, reference_name="plain autocast")
+    assert result.passed, result.format()
+
+
 @pytest.mark.parametrize("attention", ["encoder", "none"])
 @pytest.mark.parametrize("rnn", ["lstm", "gru"])
 def test_the_decoders_deferred_steps_equal_plain_autograd(tiny, make_batch, monkeypatch, attention, rnn):
