@@ -12,6 +12,7 @@ context half's product out of place (``torch.addmm`` into a new tensor) instead 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import types
@@ -35,6 +36,7 @@ def main() -> None:
     import quatrain
     from quatrain.registry import get_registry
     from quatrain.registry._measure import measure
+    from quatrain.plugins import triton_step
     from quatrain.registry._probe import build_variants, make_batch
 
     def joined(self: Any, query: Any, state: Any, weight: Any, bias: Any, linear: Any = F.linear) -> Any:
@@ -42,8 +44,6 @@ def main() -> None:
         if not state.kernel:
             return type(self).step_integrated(self, query, state, weight, bias, linear)
         return linear(self._step(query, state, None), weight, bias)
-
-    from quatrain.plugins import triton_step
 
     in_place = triton_step._add_context
 
@@ -59,12 +59,7 @@ def main() -> None:
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         names = ["none", "triton-step", "triton-step (joined)", "triton-step (out of place)"]
         models = build_variants(config, names[:2], device=device, dtype=torch.float32, registry=get_registry())
-        models[names[2]] = build_variants(
-            config, ["triton-step"], device=device, dtype=torch.float32, registry=get_registry()
-        )["triton-step"]
-        models[names[3]] = build_variants(
-            config, ["triton-step"], device=device, dtype=torch.float32, registry=get_registry()
-        )["triton-step"]
+        models[names[2]], models[names[3]] = (copy.deepcopy(models["triton-step"]) for _ in range(2))
         attention = models[names[2]].decoder.attention
         attention.step_integrated = types.MethodType(joined, attention)  # this instance only
         x, mask = make_batch(config, batch, device, torch.float32)

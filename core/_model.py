@@ -26,6 +26,8 @@ class Folded(NamedTuple):
     state: Any
     weight: Tensor
     """(H, 2H): the integration layer's first weight, its context half multiplied by the output weight."""
+    bias: Tensor
+    """(H,): that layer's bias."""
 
 
 ENGINES = ("stretches", "steps")
@@ -145,9 +147,8 @@ class Decoder(nn.Module):
         weights = None
         if isinstance(attn_state, Folded):
             assert self.attention is not None
-            bias = self.integrate[0].bias  # the folded layer's
-            assert isinstance(bias, Tensor)
-            hidden = self.attention.step_integrated(query, attn_state.state, attn_state.weight, bias, linear)
+            folded = attn_state
+            hidden = self.attention.step_integrated(query, folded.state, folded.weight, folded.bias, linear)
             hidden = self._integration(hidden, linear, list(self.integrate)[1:])  # the rest of the MLP
             return linear(hidden, self.out.weight, self.out.bias), state, None
         if self.attention is not None:
@@ -167,15 +168,15 @@ class Decoder(nn.Module):
         name = type(self.attention).output_weight if self.attention is not None else None
         if name is None:
             return attn_state
-        first, H = self.integrate[0].weight, self.hidden_size  # (H, 2H): [query part | context part]
-        assert isinstance(first, Tensor)
-        return Folded(attn_state, torch.cat([first[:, :H], first[:, H:] @ getattr(self.attention, name).weight], 1))
+        first, bias, H = self.integrate[0].weight, self.integrate[0].bias, self.hidden_size
+        assert isinstance(first, Tensor) and isinstance(bias, Tensor)  # (H, 2H): [query part | context part]
+        weight = torch.cat([first[:, :H], first[:, H:] @ getattr(self.attention, name).weight], 1)
+        return Folded(attn_state, weight, bias)
 
-    def _integrate_folded(self, joined: Tensor, weight: Tensor) -> Tensor:
+    def _integrate_folded(self, joined: Tensor, folded: Folded) -> Tensor:
         """The integration MLP on ``[queries | contexts]`` (..., 2H), its first layer's weight folded."""
-        bias = self.integrate[0].bias
-        assert isinstance(bias, Tensor)
-        return self._integration(F.linear(joined, weight, bias), F.linear, list(self.integrate)[1:])
+        hidden = F.linear(joined, folded.weight, folded.bias)
+        return self._integration(hidden, F.linear, list(self.integrate)[1:])
 
     def run(
         self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False
@@ -194,7 +195,7 @@ class Decoder(nn.Module):
         if isinstance(attn_state, Folded):
             assert self.attention is not None
             joined = torch.cat([queries, self.attention.parallel_context(queries, attn_state.state)], dim=-1)
-            return self.out(self._integrate_folded(joined, attn_state.weight)), state, None
+            return self.out(self._integrate_folded(joined, attn_state)), state, None
         if self.attention is not None:
             context, weights = self.attention.parallel(queries, attn_state, need_weights)
             queries = torch.cat([queries, context], dim=-1)

@@ -99,21 +99,21 @@ class _Step(torch.autograd.Function):
         from . import _triton_kernels
 
         training = any(ctx.needs_input_grad[:6])  # query, w_q, the layer or K, V: the backward needs P either way
+        H = query.shape[-1]
         if integration is None:
-            q, out = query @ w_q.t(), None
+            q = query @ w_q.t()
         else:
             qu = F.linear(query, integration.stacked, integration.stacked_bias)  # [q | the layer's query share]
-            H = query.shape[-1]
-            q, out = qu[:, :H], qu[:, H:]
+            q = qu[:, :H]
         joined, p, scaled = _triton_kernels.forward(query, q, k, v, key_bias, training)
-        if out is not None:
-            assert integration is not None
-            out = _add_context(out, joined[:, query.shape[-1] :], integration.context_weight.to(out.dtype))
+        out = joined
+        if integration is not None:
+            out = _add_context(qu[:, H:], joined[:, H:], integration.context_weight.to(qu.dtype))
         if training:
             ctx.save_for_backward(query, w_q, k, v, p, scaled, joined, weight)
             ctx.records, ctx.w_records = records, w_records
             ctx.fold_records = integration.records if integration is not None else None
-        return joined if out is None else out
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
