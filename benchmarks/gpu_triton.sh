@@ -12,7 +12,11 @@
 #                   switched off: what the hold fixes
 #   integration-ab*.{txt,json}: benchmarks/integration_ab.py, triton-step's integration layer with the step
 #                   against the form before it, batch 32 and 256 fp32 and batch 32 under bf16 autocast
-# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, b32, bf16, b256, autocast.
+#   linear-forms.{txt,json}: benchmarks/linear_forms.py, the step's small products and its LSTM step, form by form
+#   cuda-seed-fp32-b32-{lt,nolt}: the baseline and triton-step at b32, as shipped and with DISABLE_ADDMM_CUDA_LT=1
+#                   (PyTorch's addmm with a bias through cuBLAS instead of cuBLASLt), one after the other
+# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, lt, b32, bf16,
+# b256, autocast.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT}
@@ -77,6 +81,11 @@ if has ab; then
     --out "$OUT/integration-ab-bf16.json" > "$OUT/integration-ab-bf16.txt" 2>&1
   cat "$OUT/integration-ab-bf16.txt"
 fi
+if has forms; then
+  stamp "linear forms"
+  timeout 200 $PY benchmarks/linear_forms.py --out "$OUT/linear-forms.json" > "$OUT/linear-forms.txt" 2>&1
+  cat "$OUT/linear-forms.txt"
+fi
 bench() {  # bench NAME ARGS...
   local name=$1; shift
   stamp "bench $name"
@@ -84,6 +93,10 @@ bench() {  # bench NAME ARGS...
     --out "$RUNS/$name.json" --markdown "$RUNS/$name.md" 2>"$RUNS/$name.log"
   echo "exit $?"; grep -E "^- best|^- inference" "$RUNS/$name.md" 2>/dev/null
 }
+if has lt; then
+  bench cuda-seed-fp32-b32-lt --dtype fp32 --batch-size 32 --backends triton-step
+  DISABLE_ADDMM_CUDA_LT=1 bench cuda-seed-fp32-b32-nolt --dtype fp32 --batch-size 32 --backends triton-step
+fi
 has b32 && bench cuda-seed-fp32-b32 --dtype fp32 --batch-size 32
 has bf16 && bench cuda-seed-bf16-b32 --dtype bf16 --batch-size 32
 has b256 && bench cuda-seed-fp32-b256 --dtype fp32 --batch-size 256
