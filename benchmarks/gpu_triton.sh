@@ -15,7 +15,8 @@
 #   linear-forms.{txt,json}: benchmarks/linear_forms.py, the step's small products and its LSTM step, form by form
 #   cuda-seed-fp32-b32-{lt,nolt}: the baseline and triton-step at b32, as shipped and with DISABLE_ADDMM_CUDA_LT=1
 #                   (PyTorch's addmm with a bias through cuBLAS instead of cuBLASLt), one after the other
-# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, lt, b32, bf16,
+#   rnn-backward.{txt,json}: benchmarks/rnn_backward.py, the decode's LSTM backward per step and over the sequence
+# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, lt, b32, bf16,
 # b256, autocast.
 set -u
 export PYTHONUNBUFFERED=1
@@ -85,6 +86,11 @@ if has forms; then
   stamp "linear forms"
   timeout 200 $PY benchmarks/linear_forms.py --out "$OUT/linear-forms.json" > "$OUT/linear-forms.txt" 2>&1
   cat "$OUT/linear-forms.txt"
+fi
+if has rnn; then
+  stamp "the decode's LSTM backward, step by step and over the sequence"
+  timeout 200 $PY benchmarks/rnn_backward.py --out "$OUT/rnn-backward.json" > "$OUT/rnn-backward.txt" 2>&1
+  cat "$OUT/rnn-backward.txt"
 fi
 bench() {  # bench NAME ARGS...
   local name=$1; shift
