@@ -84,7 +84,13 @@ def variants(B):
         o1, _ = layers[1](o0 * masks, (h0[1:], c0[1:]))
         return torch.autograd.grad(o1, [xs, h0, c0, *layer_params], grads)
 
-    return {"steps": steps, "steps fwd": steps_fwd, "layers fwd": layers_fwd, "layers-2l fwd": layers_2l_fwd, "sequence fwd+bwd": sequence}
+    return {
+        "steps": steps,
+        "steps fwd": steps_fwd,
+        "layers fwd": layers_fwd,
+        "layers-2l fwd": layers_2l_fwd,
+        "sequence fwd+bwd": sequence,
+    }
 
 
 def graphed(fn):
