@@ -17,7 +17,7 @@ from ._deferred import DeferredLinears, Linear
 from ._errors import ConfigError
 from ._mask import lengths_of
 from ._resolve import convert_layout, resolve_backend
-from ._rnn import make_rnn, rnn_cell_step, sinusoids
+from ._rnn import DecodeRNN, make_rnn, rnn_cell_step, single_layers, sinusoids
 
 
 class Folded(NamedTuple):
@@ -86,6 +86,10 @@ class Decoder(nn.Module):
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)} or None; got {engine!r}")
         self.engine = engine
         self.compiled_step: StepFn | None = None  # without attention: a compiled step (bench's compiled baseline)
+        # The 'steps' engine's training decode differentiates its RNN in one call over the sequence
+        # (``DecodeRNN``); False: autograd through every step's RNN call, the form before it (A/B runs, tests).
+        self.sequence_backward = True
+        self._single_layers: dict[tuple[torch.device, torch.dtype], list[nn.RNNBase]] = {}
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
         self.input_proj = nn.Linear(E, H)
         self.init_h = nn.Linear(config.bottleneck_dim, L * H)
@@ -243,7 +247,13 @@ class Decoder(nn.Module):
         if step is single and torch.is_grad_enabled():
             # The decoder's own step (not one a backend wrapped or compiled): its linear layers' weight
             # gradients are summed once after the last step's backward, not at every step (core/_deferred.py).
-            step = functools.partial(single, linear=DeferredLinears())
+            linear = DeferredLinears()
+            step = functools.partial(single, linear=linear)
+            if not stretches and self.sequence_backward and (targets is None or not targets.requires_grad):
+                # Its RNN differentiated in one call over the whole sequence (DecodeRNN): only step 0's
+                # input (the start vector) carries a gradient, so no RNN output reaches a later input.
+                decode = DecodeRNN(self.rnn, self._layers_for(start), self.input_proj, state, start)
+                step = functools.partial(self._decode_step, decode, linear=linear)
         if coins is not None and targets is not None and stretches and self.can_run_parallel:
             inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
             return self._decode_stretches(step, inputs, coins, state, attn_state, positions, need_weights)
@@ -260,6 +270,29 @@ class Decoder(nn.Module):
                 else:
                     inp = y.detach()
         return torch.stack(outputs, dim=1), (torch.stack(weights, dim=2) if weights else None)
+
+    def _layers_for(self, like: Tensor) -> list[nn.RNNBase]:
+        """The RNN's layers as single-layer modules on ``like``'s device, in the dtype the steps compute in
+        (autocast's, under autocast): what ``DecodeRNN`` runs, made once per device and dtype."""
+        device = like.device
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else like.dtype
+        key = (device, dtype)
+        if key not in self._single_layers:
+            self._single_layers[key] = single_layers(self.rnn, device, dtype)
+        return self._single_layers[key]
+
+    def _decode_step(
+        self,
+        decode: DecodeRNN,
+        inp: Tensor,
+        state: Any,
+        attn_state: Any,
+        position: Tensor,
+        need_weights: bool = False,
+        linear: Linear = F.linear,
+    ) -> tuple[Tensor, Any, Tensor | None]:
+        """``step`` with the RNN (and input projection) run by one decode's ``DecodeRNN``."""
+        return self._attend(decode.step(inp), state, attn_state, position, need_weights, linear)
 
     def _decode_stretches(
         self,

@@ -85,3 +85,156 @@ def sinusoids(length: int, dim: int, device: torch.device | None = None) -> Tens
     table[:, 0::2] = torch.sin(position * rate)
     table[:, 1::2] = torch.cos(position * rate[: dim // 2])
     return table
+
+
+class _Anchor(torch.autograd.Function):
+    """Identity on a decode's initial RNN state whose backward is the whole decode's RNN backward.
+
+    Every step's output hangs on the view it returns (``_Output``), so autograd runs this after all of
+    their backwards: by then each step has left its output's gradient with the ``DecodeRNN``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, decode: DecodeRNN, h0: Tensor, *inputs: Tensor | None) -> Tensor:
+        ctx.decode = decode
+        ctx.set_materialize_grads(False)
+        return h0.view_as(h0)
+
+    @staticmethod
+    def backward(ctx: Any, _: Tensor | None) -> tuple[Tensor | None, ...]:
+        return (None, *ctx.decode.backward(ctx.needs_input_grad[1:]))
+
+
+class _Output(torch.autograd.Function):
+    """A step's RNN output (computed without autograd) as autograd sees it: its backward leaves the
+    gradient with the ``DecodeRNN`` and passes nothing on (the anchor's backward does the work)."""
+
+    @staticmethod
+    def forward(ctx: Any, anchor: Tensor, out: Tensor, decode: DecodeRNN, t: int) -> Tensor:
+        ctx.decode, ctx.t = decode, t
+        ctx.set_materialize_grads(False)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[None, None, None, None]:
+        if grad is not None:
+            ctx.decode.grads[ctx.t] = grad
+        return None, None, None, None
+
+
+def single_layers(rnn: nn.RNNBase, device: torch.device, dtype: torch.dtype) -> list[nn.RNNBase]:
+    """One single-layer module per layer of ``rnn`` (its own contiguous weights, as cuDNN wants them)."""
+    extra = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
+    kind: Any = type(rnn)
+    return [
+        kind(rnn.input_size if layer == 0 else rnn.hidden_size, rnn.hidden_size, 1, bias=rnn.bias,
+                  batch_first=True, **extra).to(device=device, dtype=dtype)
+        for layer in range(rnn.num_layers)
+    ]  # fmt: skip
+
+
+class DecodeRNN:
+    """A sequential decode's input projection and RNN: run step by step, differentiated in one call.
+
+    In a sequential decode, a step's input is the detached previous output or a target: no gradient runs
+    from one step's RNN output into a later step's input. So the decode's RNN is, to autograd, one call over
+    the whole input sequence, although the forward must run step by step (a step's input is known only once
+    the step before it ran). Here each step runs without autograd (one call per layer, the inter-layer
+    dropout's masks kept); after the last step's backward, the whole sequence is run again, layer by layer
+    with the kept masks, and differentiated in one backward: cuDNN's sequence backward where a backward per
+    step ran (benchmarks/rnn_backward.py). The input projection's gradients come from the same pass.
+
+    Args:
+        rnn: the decoder's stacked RNN; layers: ``single_layers(rnn)``'s modules (reused across decodes,
+            refreshed from ``rnn`` here).
+        projection: the input projection (``nn.Linear``) applied to each step's input before the RNN.
+        state: the initial state, h (L, B, H) or (h, c).
+        first: step 0's input (B, E), the only one that may carry a gradient (the decoder's start vector).
+    """
+
+    def __init__(
+        self, rnn: nn.RNNBase, layers: list[nn.RNNBase], projection: nn.Linear, state: Any, first: Tensor
+    ) -> None:
+        self.lstm = isinstance(rnn, nn.LSTM)
+        h0, c0 = state if self.lstm else (state, None)
+        self.dtype: torch.dtype = next(layers[0].parameters()).dtype
+        self.layers, self.projection, self.first = layers, projection, first
+        self.dropout = rnn.dropout if rnn.training and rnn.num_layers > 1 else 0.0
+        params = [p for layer in range(rnn.num_layers) for p in _layer_weights(rnn, layer)]
+        with torch.no_grad():
+            for layer, module in enumerate(layers):
+                for mine, theirs in zip(_layer_weights(module, 0), _layer_weights(rnn, layer), strict=True):
+                    mine.copy_(theirs)  # a cast under autocast: once per decode
+            self.w_in = projection.weight.to(self.dtype)
+            self.b_in = projection.bias.to(self.dtype) if projection.bias is not None else None
+        self.h0, self.c0 = h0, c0
+        self.states = [
+            (h0[i : i + 1].detach().to(self.dtype), c0[i : i + 1].detach().to(self.dtype)) if c0 is not None
+            else h0[i : i + 1].detach().to(self.dtype)
+            for i in range(rnn.num_layers)
+        ]  # fmt: skip
+        self.inputs: list[Tensor] = []
+        self.projected: list[Tensor] = []
+        self.masks: list[list[Tensor]] = []
+        self.grads: dict[int, Tensor] = {}
+        self.params = params
+        self.anchor = _Anchor.apply(self, h0, c0, projection.weight, projection.bias, first, *params)
+
+    def step(self, inp: Tensor) -> Tensor:
+        """One step: input (B, E) -> the top layer's output (B, H), differentiable through ``backward``."""
+        t = len(self.inputs)
+        if t > 0 and inp.requires_grad:
+            raise RuntimeError("DecodeRNN: only step 0's input may carry a gradient")
+        device = inp.device.type
+        with torch.no_grad(), torch.autocast(device, enabled=False):
+            x = F.linear(inp.to(self.dtype), self.w_in, self.b_in)
+            self.inputs.append(inp.detach())
+            self.projected.append(x)
+            masks = []
+            for layer, module in enumerate(self.layers):
+                if layer > 0 and self.dropout:
+                    mask = torch.empty_like(x).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
+                    masks.append(mask)
+                    x = x * mask
+                out, self.states[layer] = module(x.unsqueeze(1), self.states[layer])
+                x = out.squeeze(1)
+            self.masks.append(masks)
+        return _Output.apply(self.anchor, x, self, t)
+
+    def backward(self, needed: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+        """The gradients of (h0, c0, the projection's weight and bias, step 0's input, the RNN's weights)."""
+        T = len(self.projected)
+        if not T or not self.grads:
+            return (None,) * len(needed)
+        zero = torch.zeros_like(self.projected[0])
+        d_out = torch.stack([self.grads.get(t, zero).to(self.dtype) for t in range(T)], 1)  # (B, T, H)
+        with torch.enable_grad(), torch.autocast(d_out.device.type, enabled=False):
+            x = torch.stack(self.projected, 1).requires_grad_()  # (B, T, H)
+            h0 = self.h0.detach().to(self.dtype).requires_grad_()
+            c0 = self.c0.detach().to(self.dtype).requires_grad_() if self.c0 is not None else None
+            hidden = x
+            for layer, module in enumerate(self.layers):
+                if layer > 0 and self.dropout:
+                    hidden = hidden * torch.stack([m[layer - 1] for m in self.masks], 1)
+                state = (h0[layer : layer + 1], c0[layer : layer + 1]) if c0 is not None else h0[layer : layer + 1]
+                hidden, _ = module(hidden, state)
+            weights = [p for module in self.layers for p in _layer_weights(module, 0)]
+            wanted = [x, h0, *([c0] if c0 is not None else []), *weights]
+            grads = torch.autograd.grad(hidden, wanted, d_out)
+        dx, dh0 = grads[0], grads[1].to(self.h0.dtype)
+        dc0 = grads[2].to(self.c0.dtype) if self.c0 is not None else None
+        d_weights = [g.to(p.dtype) for g, p in zip(grads[3 if c0 is not None else 2 :], self.params, strict=True)]
+        rows = dx.flatten(0, 1)  # (B T, H)
+        inputs = torch.stack(self.inputs, 1).flatten(0, 1).to(rows.dtype)  # (B T, E)
+        dw_in = (rows.t() @ inputs).to(self.projection.weight.dtype) if needed[2] else None
+        bias = self.projection.bias
+        db_in = rows.sum(0).to(bias.dtype) if needed[3] and bias is not None else None
+        d_first = (dx[:, 0] @ self.w_in).to(self.first.dtype) if needed[4] else None
+        self.inputs, self.projected, self.masks, self.grads = [], [], [], {}
+        return (dh0, dc0, dw_in, db_in, d_first, *d_weights)
+
+
+def _layer_weights(rnn: nn.RNNBase, layer: int) -> list[Tensor]:
+    """Layer ``layer``'s weights of ``rnn`` in its own order (w_ih, w_hh, then the biases if it has them)."""
+    names = ["weight_ih", "weight_hh", *(["bias_ih", "bias_hh"] if rnn.bias else [])]
+    return [getattr(rnn, f"{name}_l{layer}") for name in names]

@@ -1,0 +1,81 @@
+"""The 'steps' engine's RNN backward, A/B: one call over the whole sequence (``DecodeRNN``) against autograd
+through every step's RNN call (``Decoder.sequence_backward = False``, the form before it), for the
+no-attention baseline and the given backends. Same weights, same engine (``registry._measure.measure``:
+TrainStep, CUDA graphs on a GPU), one process, interleaved rounds; median ms of each round's steps, then the
+median over rounds.
+
+    python benchmarks/sequence_ab.py --device cuda --batch-sizes 32,256 [--precision bf16] [--out ab.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+from typing import Any
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch-sizes", default="32,256")
+    parser.add_argument("--backends", default="triton-step")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    import quatrain
+    from quatrain.registry import get_registry
+    from quatrain.registry._measure import measure
+    from quatrain.registry._probe import build_variants, make_batch
+
+    device = torch.device(args.device)
+    config = quatrain.ModelConfig.preset("seed")
+    results: dict[str, Any] = {"device": args.device, "precision": args.precision, "torch": torch.__version__}
+    if device.type == "cuda":
+        results["gpu"] = torch.cuda.get_device_name()
+    backends = ["none", *args.backends.split(",")]
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        models = build_variants(config, backends, device=device, dtype=torch.float32, registry=get_registry())
+        for name in backends:
+            before = models[f"{name} (per step)"] = copy.deepcopy(models[name])
+            before.decoder.sequence_backward = False
+        x, mask = make_batch(config, batch, device, torch.float32)
+        rounds: dict[str, list[float]] = {n: [] for n in models}
+        for _ in range(args.rounds):
+            for name, model in models.items():
+                timing = measure(
+                    model,
+                    "train-seq",
+                    x,
+                    mask,
+                    iters=args.iters,
+                    warmup=4,
+                    cuda_graph=device.type == "cuda",
+                    precision=args.precision,
+                )
+                rounds[name].append(timing.median_ms)
+        medians = {n: statistics.median(t) for n, t in rounds.items()}
+        results[f"b{batch} train-seq"] = {"median_ms": medians, "rounds_ms": rounds}
+        line = []
+        for name in backends:
+            new, old = medians[name], medians[f"{name} (per step)"]
+            line.append(f"{name} {new:.2f} ms (per step {old:.2f}, {old / new:.3f}x)")
+        for name in backends[1:]:
+            line.append(
+                f"{name} / none {medians[name] / medians['none']:.3f} "
+                f"(per step {medians[f'{name} (per step)'] / medians['none (per step)']:.3f})"
+            )
+        print(f"batch {batch} train tf 0.9, {args.precision}: " + "; ".join(line), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
