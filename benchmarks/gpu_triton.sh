@@ -17,8 +17,9 @@
 #                   (PyTorch's addmm with a bias through cuBLAS instead of cuBLASLt), one after the other
 #   sequence-ab*.{txt,json}: benchmarks/sequence_ab.py, the steps engine's one-call RNN backward (DecodeRNN)
 #                   against the per-step one, none and triton-step, b32 and b256 fp32, b32 bf16 autocast
+#   rnn-chunks.txt  benchmarks/rnn_chunks.py: whether the RNN weights cuDNN reads are one chunk (no compaction)
 #   rnn-backward.{txt,json}: benchmarks/rnn_backward.py, the decode's LSTM backward per step and over the sequence
-# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, seqab, lt, b32, bf16,
+# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, seqab, chunks, lt, b32, bf16,
 # b256, autocast.
 set -u
 export PYTHONUNBUFFERED=1
@@ -98,6 +99,11 @@ if has seqab; then
   timeout 120 $PY benchmarks/sequence_ab.py --device cuda --batch-sizes 32 --precision bf16 \
     --out "$OUT/sequence-ab-bf16.json" > "$OUT/sequence-ab-bf16.txt" 2>&1
   cat "$OUT/sequence-ab-bf16.txt"
+fi
+if has chunks; then
+  stamp "RNN weight chunks"
+  timeout 120 $PY benchmarks/rnn_chunks.py > "$OUT/rnn-chunks.txt" 2>&1
+  cat "$OUT/rnn-chunks.txt"
 fi
 if has rnn; then
   stamp "the decode's LSTM backward, step by step and over the sequence"

@@ -45,6 +45,9 @@ def main() -> None:
         for name in backends:
             before = models[f"{name} (per step)"] = copy.deepcopy(models[name])
             before.decoder.sequence_backward = False
+            for module in before.modules():  # as the bench's models: each RNN's weights in one chunk for cuDNN
+                if isinstance(module, torch.nn.RNNBase):
+                    module.flatten_parameters()
         x, mask = make_batch(config, batch, device, torch.float32)
         rounds: dict[str, list[float]] = {n: [] for n in models}
         for _ in range(args.rounds):

@@ -17,7 +17,8 @@ from ._deferred import DeferredLinears, Linear
 from ._errors import ConfigError
 from ._mask import lengths_of
 from ._resolve import convert_layout, resolve_backend
-from ._rnn import DecodeRNN, make_rnn, rnn_cell_step, single_layers, sinusoids
+from ._rnn import DecodeRNN, SingleLayers, make_rnn, rnn_cell_step, sinusoids
+from ._stretches import decode_stretches
 
 
 class Folded(NamedTuple):
@@ -89,7 +90,7 @@ class Decoder(nn.Module):
         # The 'steps' engine's training decode differentiates its RNN in one call over the sequence
         # (``DecodeRNN``); False: autograd through every step's RNN call, the form before it (A/B runs, tests).
         self.sequence_backward = True
-        self._single_layers: dict[tuple[torch.device, torch.dtype], list[nn.RNNBase]] = {}
+        self._single_layers = SingleLayers()
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
         self.input_proj = nn.Linear(E, H)
         self.init_h = nn.Linear(config.bottleneck_dim, L * H)
@@ -252,11 +253,11 @@ class Decoder(nn.Module):
             if not stretches and self.sequence_backward and (targets is None or not targets.requires_grad):
                 # Its RNN differentiated in one call over the whole sequence (DecodeRNN): only step 0's
                 # input (the start vector) carries a gradient, so no RNN output reaches a later input.
-                decode = DecodeRNN(self.rnn, self._layers_for(start), self.input_proj, state, start)
+                decode = DecodeRNN(self.rnn, self._single_layers(self.rnn, start), self.input_proj, state, start)
                 step = functools.partial(self._decode_step, decode, linear=linear)
         if coins is not None and targets is not None and stretches and self.can_run_parallel:
             inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
-            return self._decode_stretches(step, inputs, coins, state, attn_state, positions, need_weights)
+            return decode_stretches(self.run, step, inputs, coins, state, attn_state, positions, need_weights)
         outputs, weights = [], []
         inp = start
         for t in range(length):
@@ -271,16 +272,6 @@ class Decoder(nn.Module):
                     inp = y.detach()
         return torch.stack(outputs, dim=1), (torch.stack(weights, dim=2) if weights else None)
 
-    def _layers_for(self, like: Tensor) -> list[nn.RNNBase]:
-        """The RNN's layers as single-layer modules on ``like``'s device, in the dtype the steps compute in
-        (autocast's, under autocast): what ``DecodeRNN`` runs, made once per device and dtype."""
-        device = like.device
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else like.dtype
-        key = (device, dtype)
-        if key not in self._single_layers:
-            self._single_layers[key] = single_layers(self.rnn, device, dtype)
-        return self._single_layers[key]
-
     def _decode_step(
         self,
         decode: DecodeRNN,
@@ -293,43 +284,6 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Any, Tensor | None]:
         """``step`` with the RNN (and input projection) run by one decode's ``DecodeRNN``."""
         return self._attend(decode.step(inp), state, attn_state, position, need_weights, linear)
-
-    def _decode_stretches(
-        self,
-        step: Any,
-        inputs: Tensor,
-        coins: Tensor,
-        state: Any,
-        attn_state: Any,
-        positions: Tensor,
-        need_weights: bool,
-    ) -> tuple[Tensor, Tensor | None]:
-        """The step loop's result, with each stretch of known inputs (step 0, then every step whose coin
-        says 'target') run as one ``run`` call; a step that reads the model's own output runs alone.
-
-        Equal to the step loop to float tolerance, outputs and gradients (tests/core/test_model.py).
-        """
-        length = inputs.shape[1]
-        known = [True, *coins[1:].tolist()]  # the coins on the host: free on CPU, where this path runs
-        outputs: list[Tensor] = []
-        weights: list[Tensor] = []
-        t = 0
-        while t < length:
-            if known[t]:
-                end = t + 1
-                while end < length and known[end]:
-                    end += 1
-                y, state, w = self.run(inputs[:, t:end], state, attn_state, positions[t:end], need_weights)
-            else:
-                end = t + 1
-                inp = outputs[-1][:, -1].detach().contiguous()  # one stride for every call (compiled steps guard on it)
-                y1, state, w1 = step(inp, state, attn_state, positions[t], need_weights)
-                y, w = y1.unsqueeze(1), (w1.unsqueeze(2) if w1 is not None else None)
-            outputs.append(y)
-            if w is not None:
-                weights.append(w)
-            t = end
-        return torch.cat(outputs, dim=1), (torch.cat(weights, dim=2) if weights else None)
 
 
 class Autoencoder(nn.Module):

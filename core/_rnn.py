@@ -133,6 +133,28 @@ def single_layers(rnn: nn.RNNBase, device: torch.device, dtype: torch.dtype) -> 
     ]  # fmt: skip
 
 
+class SingleLayers:
+    """A decoder's cache of ``single_layers`` modules, one list per device and compute dtype (autocast's,
+    under autocast). A copy of the model (deepcopy, pickle) starts with none: a copied RNN module's weights
+    are no longer one contiguous chunk, which cuDNN would compact at every call."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[torch.device, torch.dtype], list[nn.RNNBase]] = {}
+
+    def __call__(self, rnn: nn.RNNBase, like: Tensor) -> list[nn.RNNBase]:
+        device = like.device
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else like.dtype
+        if (device, dtype) not in self._made:
+            self._made[device, dtype] = single_layers(rnn, device, dtype)
+        return self._made[device, dtype]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_made": {}}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SingleLayers:
+        return SingleLayers()
+
+
 class DecodeRNN:
     """A sequential decode's input projection and RNN: run step by step, differentiated in one call.
 
@@ -146,7 +168,7 @@ class DecodeRNN:
 
     Args:
         rnn: the decoder's stacked RNN; layers: ``single_layers(rnn)``'s modules (reused across decodes,
-            refreshed from ``rnn`` here).
+            refreshed from ``rnn`` here; their dtype is the one the steps compute in).
         projection: the input projection (``nn.Linear``) applied to each step's input before the RNN.
         state: the initial state, h (L, B, H) or (h, c).
         first: step 0's input (B, E), the only one that may carry a gradient (the decoder's start vector).
