@@ -126,11 +126,32 @@ def single_layers(rnn: nn.RNNBase, device: torch.device, dtype: torch.dtype) -> 
     """One single-layer module per layer of ``rnn`` (its own contiguous weights, as cuDNN wants them)."""
     extra = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
     kind: Any = type(rnn)
-    return [
+    layers = [
         kind(rnn.input_size if layer == 0 else rnn.hidden_size, rnn.hidden_size, 1, bias=rnn.bias,
                   batch_first=True, **extra).to(device=device, dtype=dtype)
         for layer in range(rnn.num_layers)
     ]  # fmt: skip
+    for module in layers:
+        if device.type == "cuda" and len({w.untyped_storage().data_ptr() for w in module._flat_weights}) > 1:
+            _flatten(module)
+    return layers
+
+
+def _flatten(module: nn.RNNBase) -> None:
+    """Put ``module``'s weights in one chunk in cuDNN's layout, as ``flatten_parameters`` does for float32.
+
+    ``flatten_parameters`` skips dtypes ``torch.backends.cudnn.is_acceptable`` rejects, bfloat16 among them,
+    although cuDNN runs them (autocast re-flattens the weights to bfloat16 at every call): without one chunk
+    cuDNN compacts the weights at every call (benchmarks/rnn_chunks.py, H200, 2026-12-02).
+    """
+    import torch.backends.cudnn.rnn as cudnn_rnn
+
+    weights = [w for w in module._flat_weights if w is not None]
+    with torch.cuda.device_of(weights[0]), torch.no_grad():
+        torch._cudnn_rnn_flatten_weight(
+            weights, 4 if module.bias else 2, module.input_size, cudnn_rnn.get_cudnn_mode(module.mode),
+            module.hidden_size, 0, 1, True, False,
+        )  # fmt: skip
 
 
 class SingleLayers:

@@ -174,3 +174,28 @@ def test_single_layers_keep_the_rnns_kind_and_settings():
     assert all(m.nonlinearity == "relu" and not m.bias and m.num_layers == 1 for m in layers)
     assert all(p.dtype == torch.float64 for m in layers for p in m.parameters())
     assert _rnn._layer_weights(layers[1], 0)[0].shape == (4, 4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_on_cuda_the_single_layers_are_one_chunk_and_never_compacted(precision):
+    """cuDNN compacts an RNN's weights at every call unless they are one chunk; ``flatten_parameters``
+    leaves bfloat16 modules in pieces. A seed-preset train step under either precision warns of no
+    compaction, and each single-layer module's weights share one storage."""
+    import warnings
+
+    config = quatrain.ModelConfig.preset("seed")
+    model = quatrain.Autoencoder(config.evolve(attention="none")).cuda()
+    x = torch.randn(4, 6, config.embed_dim, device="cuda")
+    mask = torch.ones(4, 6, dtype=torch.bool, device="cuda")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step = quatrain.TrainStep(model, teacher_forcing=0.5, cuda_graph=False, precision=precision)
+        step(x, mask)
+    assert not [w for w in caught if "contiguous chunk" in str(w.message)]
+    made = model.decoder._single_layers._made
+    assert made and all(
+        len({w.untyped_storage().data_ptr() for w in module._flat_weights}) == 1
+        for modules in made.values()
+        for module in modules
+    )
