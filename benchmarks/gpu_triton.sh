@@ -15,11 +15,11 @@
 #   linear-forms.{txt,json}: benchmarks/linear_forms.py, the step's small products and its LSTM step, form by form
 #   cuda-seed-fp32-b32-{lt,nolt}: the baseline and triton-step at b32, as shipped and with DISABLE_ADDMM_CUDA_LT=1
 #                   (PyTorch's addmm with a bias through cuBLAS instead of cuBLASLt), one after the other
-#   sequence-ab*.{txt,json}: benchmarks/sequence_ab.py, the steps engine's one-call RNN backward (DecodeRNN)
-#                   against the per-step one, none and triton-step, b32 and b256 fp32, b32 bf16 autocast
+#   replay-ab*.{txt,json}: benchmarks/replay_ab.py, the steps engine's replayed training decode (core/_replay.py)
+#                   against autograd through every step, none and REPLAY_BACKENDS, b32 and b256 fp32, b32 bf16 autocast
 #   rnn-chunks.txt  benchmarks/rnn_chunks.py: whether the RNN weights cuDNN reads are one chunk (no compaction)
 #   rnn-backward.{txt,json}: benchmarks/rnn_backward.py, the decode's LSTM backward per step and over the sequence
-# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, seqab, chunks, lt, b32, bf16,
+# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, replay, chunks, lt, b32, bf16,
 # b256, autocast.
 set -u
 export PYTHONUNBUFFERED=1
@@ -35,7 +35,7 @@ has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 if has tests; then
   stamp "CUDA tests"
-  timeout 200 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py tests/core/test_deferred.py tests/core/test_decode_rnn.py tests/plugins/test_triton_step.py \
+  timeout 200 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py tests/core/test_deferred.py tests/core/test_decode_rnn.py tests/core/test_replay.py tests/plugins/test_triton_step.py \
     tests/plugins/test_deferred_kv.py tests/plugins/test_output_fold.py > "$OUT/gpu-tests.txt" 2>&1
   tail -3 "$OUT/gpu-tests.txt"
 fi
@@ -90,15 +90,15 @@ if has forms; then
   timeout 200 $PY benchmarks/linear_forms.py --out "$OUT/linear-forms.json" > "$OUT/linear-forms.txt" 2>&1
   cat "$OUT/linear-forms.txt"
 fi
-if has seqab; then
-  stamp "sequence backward A/B, fp32"
-  timeout 240 $PY benchmarks/sequence_ab.py --device cuda --batch-sizes 32,256 --out "$OUT/sequence-ab.json" \
-    > "$OUT/sequence-ab.txt" 2>&1
-  cat "$OUT/sequence-ab.txt"
-  stamp "sequence backward A/B, bf16 autocast"
-  timeout 120 $PY benchmarks/sequence_ab.py --device cuda --batch-sizes 32 --precision bf16 \
-    --out "$OUT/sequence-ab-bf16.json" > "$OUT/sequence-ab-bf16.txt" 2>&1
-  cat "$OUT/sequence-ab-bf16.txt"
+if has replay; then
+  stamp "replay A/B, fp32"
+  timeout 240 $PY benchmarks/replay_ab.py --device cuda --batch-sizes 32,256 --backends "${REPLAY_BACKENDS:-triton-step}" \
+    --out "$OUT/replay-ab.json" > "$OUT/replay-ab.txt" 2>&1
+  cat "$OUT/replay-ab.txt"
+  stamp "replay A/B, bf16 autocast"
+  timeout 120 $PY benchmarks/replay_ab.py --device cuda --batch-sizes 32 --precision bf16 \
+    --backends "${REPLAY_BACKENDS:-triton-step}" --out "$OUT/replay-ab-bf16.json" > "$OUT/replay-ab-bf16.txt" 2>&1
+  cat "$OUT/replay-ab-bf16.txt"
 fi
 if has chunks; then
   stamp "RNN weight chunks"

@@ -16,8 +16,9 @@ from ._contract import AttentionBackend, StepFn
 from ._deferred import DeferredLinears, Linear
 from ._errors import ConfigError
 from ._mask import lengths_of
+from ._replay import Masks, replay_decode
 from ._resolve import convert_layout, resolve_backend
-from ._rnn import DecodeRNN, SingleLayers, make_rnn, rnn_cell_step, sinusoids
+from ._rnn import SingleLayers, make_rnn, rnn_cell_step, sinusoids
 from ._stretches import decode_stretches
 
 
@@ -33,6 +34,7 @@ class Folded(NamedTuple):
 
 ENGINES = ("stretches", "steps")
 """How the sequential decode runs (``Decoder.engine``); see ``Decoder.__init__``."""
+NO_MASKS: Masks = (None, None)
 
 
 @attrs.frozen
@@ -87,9 +89,11 @@ class Decoder(nn.Module):
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)} or None; got {engine!r}")
         self.engine = engine
         self.compiled_step: StepFn | None = None  # without attention: a compiled step (bench's compiled baseline)
-        # The 'steps' engine's training decode differentiates its RNN in one call over the sequence
-        # (``DecodeRNN``); False: autograd through every step's RNN call, the form before it (A/B runs, tests).
-        self.sequence_backward = True
+        # How the 'steps' engine's training decode is differentiated. 'replay': the steps run without
+        # autograd, then the decode is replayed as one differentiated parallel pass over the inputs they read
+        # (core/_replay.py), where the backend decodes in parallel and the step is the decoder's own.
+        # 'steps': autograd through every step (the form before it; A/B runs, tests).
+        self.backward_form = "replay"
         self._single_layers = SingleLayers()
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
         self.input_proj = nn.Linear(E, H)
@@ -146,25 +150,43 @@ class Decoder(nn.Module):
         return self._attend(out, state, attn_state, position, need_weights, linear)
 
     def _attend(
-        self, out: Tensor, state: Any, attn_state: Any, position: Tensor, need_weights: bool, linear: Linear
+        self,
+        out: Tensor,
+        state: Any,
+        attn_state: Any,
+        position: Tensor,
+        need_weights: bool,
+        linear: Linear,
+        masks: Masks = NO_MASKS,
     ) -> tuple[Tensor, Any, Tensor | None]:
-        query = self.dropout(out) + position  # (B, H)
+        """The step after its RNN; ``masks``: (B, H) dropout masks to apply instead of drawing them."""
+        query = self._query(out, position, masks[0])  # (B, H)
         weights = None
         if isinstance(attn_state, Folded):
             assert self.attention is not None
             folded = attn_state
             hidden = self.attention.step_integrated(query, folded.state, folded.weight, folded.bias, linear)
-            hidden = self._integration(hidden, linear, list(self.integrate)[1:])  # the rest of the MLP
+            hidden = self._integration(hidden, linear, list(self.integrate)[1:], masks[1])  # the rest of the MLP
             return linear(hidden, self.out.weight, self.out.bias), state, None
         if self.attention is not None:
             context, weights = self.attention.step(query, attn_state, need_weights)
             query = torch.cat([query, context], dim=-1)  # (B, 2H)
-        return linear(self._integration(query, linear), self.out.weight, self.out.bias), state, weights
+        return linear(self._integration(query, linear, None, masks[1]), self.out.weight, self.out.bias), state, weights
 
-    def _integration(self, hidden: Tensor, linear: Linear, layers: Iterable[nn.Module] | None = None) -> Tensor:
-        """The integration MLP (or ``layers`` of it), its linear layers applied by ``linear``."""
+    def _query(self, out: Tensor, position: Tensor, mask: Tensor | None) -> Tensor:
+        """The RNN's output, dropped out (with ``mask`` if given), plus its position: the attention's query."""
+        return (self.dropout(out) if mask is None else out * mask) + position
+
+    def _integration(
+        self, hidden: Tensor, linear: Linear, layers: Iterable[nn.Module] | None = None, mask: Tensor | None = None
+    ) -> Tensor:
+        """The integration MLP (or ``layers`` of it), its linear layers applied by ``linear``, its dropout by
+        ``mask`` if given."""
         for layer in self.integrate if layers is None else layers:
-            hidden = linear(hidden, layer.weight, layer.bias) if isinstance(layer, nn.Linear) else layer(hidden)
+            if isinstance(layer, nn.Linear):
+                hidden = linear(hidden, layer.weight, layer.bias)
+            else:
+                hidden = hidden * mask if isinstance(layer, nn.Dropout) and mask is not None else layer(hidden)
         return hidden
 
     def fold(self, attn_state: Any) -> Any:
@@ -178,10 +200,10 @@ class Decoder(nn.Module):
         weight = torch.cat([first[:, :H], first[:, H:] @ getattr(self.attention, name).weight], 1)
         return Folded(attn_state, weight, bias)
 
-    def _integrate_folded(self, joined: Tensor, folded: Folded) -> Tensor:
+    def _integrate_folded(self, joined: Tensor, folded: Folded, mask: Tensor | None = None) -> Tensor:
         """The integration MLP on ``[queries | contexts]`` (..., 2H), its first layer's weight folded."""
         hidden = F.linear(joined, folded.weight, folded.bias)
-        return self._integration(hidden, F.linear, list(self.integrate)[1:])
+        return self._integration(hidden, F.linear, list(self.integrate)[1:], mask)
 
     def run(
         self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False
@@ -195,16 +217,23 @@ class Decoder(nn.Module):
             Outputs (B, n, E), the RNN state after the last step, weights (B, heads, n, S) if asked.
         """
         out, state = self.rnn(self.input_proj(inputs), state)  # (B, n, H)
-        queries = self.dropout(out) + positions
+        y, weights = self._parallel_tail(out, attn_state, positions, need_weights)
+        return y, state, weights
+
+    def _parallel_tail(
+        self, out: Tensor, attn_state: Any, positions: Tensor, need_weights: bool, masks: Masks = NO_MASKS
+    ) -> tuple[Tensor, Tensor | None]:
+        """``run`` after its RNN, for every step at once: RNN outputs (B, n, H) -> outputs (B, n, E)."""
+        queries = self._query(out, positions, masks[0])
         weights = None
         if isinstance(attn_state, Folded):
             assert self.attention is not None
             joined = torch.cat([queries, self.attention.parallel_context(queries, attn_state.state)], dim=-1)
-            return self.out(self._integrate_folded(joined, attn_state)), state, None
+            return self.out(self._integrate_folded(joined, attn_state, masks[1])), None
         if self.attention is not None:
             context, weights = self.attention.parallel(queries, attn_state, need_weights)
             queries = torch.cat([queries, context], dim=-1)
-        return self.out(self.integrate(queries)), state, weights
+        return self.out(self._integration(queries, F.linear, None, masks[1])), weights
 
     def engine_for(self, device: torch.device) -> str:
         """The engine (see ``ENGINES``) the sequential decode uses on ``device``."""
@@ -246,15 +275,12 @@ class Decoder(nn.Module):
         single = self.cell_step if stretches else self.step
         step = self.attention.wrap_step(single) if self.attention is not None else (self.compiled_step or single)
         if step is single and torch.is_grad_enabled():
-            # The decoder's own step (not one a backend wrapped or compiled): its linear layers' weight
-            # gradients are summed once after the last step's backward, not at every step (core/_deferred.py).
-            linear = DeferredLinears()
-            step = functools.partial(single, linear=linear)
-            if not stretches and self.sequence_backward and (targets is None or not targets.requires_grad):
-                # Its RNN differentiated in one call over the whole sequence (DecodeRNN): only step 0's
-                # input (the start vector) carries a gradient, so no RNN output reaches a later input.
-                decode = DecodeRNN(self.rnn, self._single_layers(self.rnn, start), self.input_proj, state, start)
-                step = functools.partial(self._decode_step, decode, linear=linear)
+            if not stretches and self.backward_form == "replay" and self.can_run_parallel and not need_weights:
+                # The decoder's own step: run without autograd, then replayed in parallel (core/_replay.py).
+                return replay_decode(self, state, attn_state, start, targets, coins, positions), None
+            # The decoder's own step, differentiated step by step: its linear layers' weight gradients
+            # are summed once after the last step's backward, not at every step (core/_deferred.py).
+            step = functools.partial(single, linear=DeferredLinears())
         if coins is not None and targets is not None and stretches and self.can_run_parallel:
             inputs = torch.cat([start.unsqueeze(1), targets[:, : length - 1]], dim=1)  # right-shifted
             return decode_stretches(self.run, step, inputs, coins, state, attn_state, positions, need_weights)
@@ -271,19 +297,6 @@ class Decoder(nn.Module):
                 else:
                     inp = y.detach()
         return torch.stack(outputs, dim=1), (torch.stack(weights, dim=2) if weights else None)
-
-    def _decode_step(
-        self,
-        decode: DecodeRNN,
-        inp: Tensor,
-        state: Any,
-        attn_state: Any,
-        position: Tensor,
-        need_weights: bool = False,
-        linear: Linear = F.linear,
-    ) -> tuple[Tensor, Any, Tensor | None]:
-        """``step`` with the RNN (and input projection) run by one decode's ``DecodeRNN``."""
-        return self._attend(decode.step(inp), state, attn_state, position, need_weights, linear)
 
 
 class Autoencoder(nn.Module):

@@ -87,39 +87,24 @@ def sinusoids(length: int, dim: int, device: torch.device | None = None) -> Tens
     return table
 
 
-class _Anchor(torch.autograd.Function):
-    """Identity on a decode's initial RNN state whose backward is the whole decode's RNN backward.
-
-    Every step's output hangs on the view it returns (``_Output``), so autograd runs this after all of
-    their backwards: by then each step has left its output's gradient with the ``DecodeRNN``.
-    """
+class _Sequence(torch.autograd.Function):
+    """A decode's RNN outputs, already computed step by step without autograd, as autograd sees them: a
+    function of the inputs the steps read, the initial state, the input projection and the RNN's weights,
+    whose backward is ``DecodeRNN.backward`` (the whole sequence differentiated in one call)."""
 
     @staticmethod
-    def forward(ctx: Any, decode: DecodeRNN, h0: Tensor, *inputs: Tensor | None) -> Tensor:
+    def forward(
+        ctx: Any, decode: DecodeRNN, inputs: Tensor, h0: Tensor, c0: Tensor | None, *params: Tensor | None
+    ) -> Tensor:
         ctx.decode = decode
+        ctx.save_for_backward(inputs)
         ctx.set_materialize_grads(False)
-        return h0.view_as(h0)
+        return torch.stack(decode.outputs, 1)  # (B, T, H)
 
     @staticmethod
-    def backward(ctx: Any, _: Tensor | None) -> tuple[Tensor | None, ...]:
-        return (None, *ctx.decode.backward(ctx.needs_input_grad[1:]))
-
-
-class _Output(torch.autograd.Function):
-    """A step's RNN output (computed without autograd) as autograd sees it: its backward leaves the
-    gradient with the ``DecodeRNN`` and passes nothing on (the anchor's backward does the work)."""
-
-    @staticmethod
-    def forward(ctx: Any, anchor: Tensor, out: Tensor, decode: DecodeRNN, t: int) -> Tensor:
-        ctx.decode, ctx.t = decode, t
-        ctx.set_materialize_grads(False)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor | None) -> tuple[None, None, None, None]:
-        if grad is not None:
-            ctx.decode.grads[ctx.t] = grad
-        return None, None, None, None
+    def backward(ctx: Any, d_out: Tensor | None) -> tuple[Tensor | None, ...]:
+        (inputs,) = ctx.saved_tensors
+        return (None, *ctx.decode.backward(d_out, inputs, ctx.needs_input_grad[1:]))
 
 
 def single_layers(rnn: nn.RNNBase, device: torch.device, dtype: torch.dtype) -> list[nn.RNNBase]:
@@ -179,31 +164,28 @@ class SingleLayers:
 class DecodeRNN:
     """A sequential decode's input projection and RNN: run step by step, differentiated in one call.
 
-    In a sequential decode, a step's input is the detached previous output or a target: no gradient runs
-    from one step's RNN output into a later step's input. So the decode's RNN is, to autograd, one call over
-    the whole input sequence, although the forward must run step by step (a step's input is known only once
-    the step before it ran). Here each step runs without autograd (one call per layer, the inter-layer
-    dropout's masks kept); after the last step's backward, the whole sequence is run again, layer by layer
-    with the kept masks, and differentiated in one backward: cuDNN's sequence backward where a backward per
-    step ran (benchmarks/rnn_backward.py). The input projection's gradients come from the same pass.
+    In a sequential decode, a step's input is a target or the previous step's detached output: no gradient
+    runs from one step's RNN output into a later step's input. So the decode's RNN is, to autograd, one call
+    over the whole input sequence, although the forward must run step by step (a step's input is known only
+    once the step before it ran). Here each step runs without autograd (one call per layer, the inter-layer
+    dropout's masks kept: ``advance``); ``sequence`` then hands autograd all the steps' outputs at once, and
+    its backward runs the whole sequence again, layer by layer with the kept masks, and differentiates it in
+    one call: cuDNN's sequence backward where a backward per step ran (benchmarks/rnn_backward.py). The input
+    projection's gradients and the inputs' own come from the same pass.
 
     Args:
         rnn: the decoder's stacked RNN; layers: ``single_layers(rnn)``'s modules (reused across decodes,
             refreshed from ``rnn`` here; their dtype is the one the steps compute in).
         projection: the input projection (``nn.Linear``) applied to each step's input before the RNN.
         state: the initial state, h (L, B, H) or (h, c).
-        first: step 0's input (B, E), the only one that may carry a gradient (the decoder's start vector).
     """
 
-    def __init__(
-        self, rnn: nn.RNNBase, layers: list[nn.RNNBase], projection: nn.Linear, state: Any, first: Tensor
-    ) -> None:
-        self.lstm = isinstance(rnn, nn.LSTM)
-        h0, c0 = state if self.lstm else (state, None)
+    def __init__(self, rnn: nn.RNNBase, layers: list[nn.RNNBase], projection: nn.Linear, state: Any) -> None:
+        h0, c0 = state if isinstance(rnn, nn.LSTM) else (state, None)
         self.dtype: torch.dtype = next(layers[0].parameters()).dtype
-        self.layers, self.projection, self.first = layers, projection, first
+        self.layers, self.projection = layers, projection
         self.dropout = rnn.dropout if rnn.training and rnn.num_layers > 1 else 0.0
-        params = [p for layer in range(rnn.num_layers) for p in _layer_weights(rnn, layer)]
+        self.params = [p for layer in range(rnn.num_layers) for p in _layer_weights(rnn, layer)]
         with torch.no_grad():
             for layer, module in enumerate(layers):
                 for mine, theirs in zip(_layer_weights(module, 0), _layer_weights(rnn, layer), strict=True):
@@ -216,22 +198,14 @@ class DecodeRNN:
             else h0[i : i + 1].detach().to(self.dtype)
             for i in range(rnn.num_layers)
         ]  # fmt: skip
-        self.inputs: list[Tensor] = []
         self.projected: list[Tensor] = []
         self.masks: list[list[Tensor]] = []
-        self.grads: dict[int, Tensor] = {}
-        self.params = params
-        self.anchor = _Anchor.apply(self, h0, c0, projection.weight, projection.bias, first, *params)
+        self.outputs: list[Tensor] = []
 
-    def step(self, inp: Tensor) -> Tensor:
-        """One step: input (B, E) -> the top layer's output (B, H), differentiable through ``backward``."""
-        t = len(self.inputs)
-        if t > 0 and inp.requires_grad:
-            raise RuntimeError("DecodeRNN: only step 0's input may carry a gradient")
-        device = inp.device.type
-        with torch.no_grad(), torch.autocast(device, enabled=False):
+    def advance(self, inp: Tensor) -> Tensor:
+        """One step without autograd: input (B, E) -> the top layer's output (B, H), in ``dtype``."""
+        with torch.no_grad(), torch.autocast(inp.device.type, enabled=False):
             x = F.linear(inp.to(self.dtype), self.w_in, self.b_in)
-            self.inputs.append(inp.detach())
             self.projected.append(x)
             masks = []
             for layer, module in enumerate(self.layers):
@@ -242,15 +216,25 @@ class DecodeRNN:
                 out, self.states[layer] = module(x.unsqueeze(1), self.states[layer])
                 x = out.squeeze(1)
             self.masks.append(masks)
-        return _Output.apply(self.anchor, x, self, t)
+        self.outputs.append(x)
+        return x
 
-    def backward(self, needed: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
-        """The gradients of (h0, c0, the projection's weight and bias, step 0's input, the RNN's weights)."""
+    def sequence(self, inputs: Tensor) -> Tensor:
+        """The outputs of every step so far (B, T, H), differentiable.
+
+        Args:
+            inputs: (B, T, E), the inputs the steps read, in order, as autograd should see them (step 0's
+                may be the decoder's start vector, a forced step's a target that needs a gradient).
+        """
+        weight, bias = self.projection.weight, self.projection.bias
+        out: Tensor = _Sequence.apply(self, inputs, self.h0, self.c0, weight, bias, *self.params)
+        return out
+
+    def backward(self, d_out: Tensor | None, inputs: Tensor, needed: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+        """The gradients of (inputs, h0, c0, the projection's weight and bias, the RNN's weights)."""
         T = len(self.projected)
-        if not T or not self.grads:
+        if d_out is None or not T:
             return (None,) * len(needed)
-        zero = torch.zeros_like(self.projected[0])
-        d_out = torch.stack([self.grads.get(t, zero).to(self.dtype) for t in range(T)], 1)  # (B, T, H)
         with torch.enable_grad(), torch.autocast(d_out.device.type, enabled=False):
             x = torch.stack(self.projected, 1).requires_grad_()  # (B, T, H)
             h0 = self.h0.detach().to(self.dtype).requires_grad_()
@@ -263,18 +247,17 @@ class DecodeRNN:
                 hidden, _ = module(hidden, state)
             weights = [p for module in self.layers for p in _layer_weights(module, 0)]
             wanted = [x, h0, *([c0] if c0 is not None else []), *weights]
-            grads = torch.autograd.grad(hidden, wanted, d_out)
+            grads = torch.autograd.grad(hidden, wanted, d_out.to(self.dtype))
         dx, dh0 = grads[0], grads[1].to(self.h0.dtype)
         dc0 = grads[2].to(self.c0.dtype) if self.c0 is not None else None
         d_weights = [g.to(p.dtype) for g, p in zip(grads[3 if c0 is not None else 2 :], self.params, strict=True)]
+        d_inputs = (dx @ self.w_in).to(inputs.dtype) if needed[0] else None  # (B, T, E)
         rows = dx.flatten(0, 1)  # (B T, H)
-        inputs = torch.stack(self.inputs, 1).flatten(0, 1).to(rows.dtype)  # (B T, E)
-        dw_in = (rows.t() @ inputs).to(self.projection.weight.dtype) if needed[2] else None
+        dw_in = (rows.t() @ inputs.flatten(0, 1).to(rows.dtype)).to(self.projection.weight.dtype) if needed[3] else None
         bias = self.projection.bias
-        db_in = rows.sum(0).to(bias.dtype) if needed[3] and bias is not None else None
-        d_first = (dx[:, 0] @ self.w_in).to(self.first.dtype) if needed[4] else None
-        self.inputs, self.projected, self.masks, self.grads = [], [], [], {}
-        return (dh0, dc0, dw_in, db_in, d_first, *d_weights)
+        db_in = rows.sum(0).to(bias.dtype) if needed[4] and bias is not None else None
+        self.projected, self.masks, self.outputs = [], [], []
+        return (d_inputs, dh0, dc0, dw_in, db_in, *d_weights)
 
 
 def _layer_weights(rnn: nn.RNNBase, layer: int) -> list[Tensor]:

@@ -1,10 +1,10 @@
-"""The 'steps' engine's RNN backward, A/B: one call over the whole sequence (``DecodeRNN``) against autograd
-through every step's RNN call (``Decoder.sequence_backward = False``, the form before it), for the
-no-attention baseline and the given backends. Same weights, same engine (``registry._measure.measure``:
-TrainStep, CUDA graphs on a GPU), one process, interleaved rounds; median ms of each round's steps, then the
-median over rounds.
+"""The 'steps' engine's training decode, A/B: replayed (the steps without autograd, then one differentiated
+parallel pass: core/_replay.py) against autograd through every step (``Decoder.backward_form = 'steps'``,
+the form before it), for the no-attention baseline and the given backends. Same weights, same engine
+(``registry._measure.measure``: TrainStep, CUDA graphs on a GPU), one process, interleaved rounds; median ms
+of each round's steps, then the median over rounds.
 
-    python benchmarks/sequence_ab.py --device cuda --batch-sizes 32,256 [--precision bf16] [--out ab.json]
+    python benchmarks/replay_ab.py --device cuda --batch-sizes 32,256 [--precision bf16] [--out ab.json]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
         models = build_variants(config, backends, device=device, dtype=torch.float32, registry=get_registry())
         for name in backends:
             before = models[f"{name} (per step)"] = copy.deepcopy(models[name])
-            before.decoder.sequence_backward = False
+            before.decoder.backward_form = "steps"
             for module in before.modules():  # as the bench's models: each RNN's weights in one chunk for cuDNN
                 if isinstance(module, torch.nn.RNNBase):
                     module.flatten_parameters()
