@@ -175,7 +175,7 @@ class Decoder(nn.Module):
 
     def _query(self, out: Tensor, position: Tensor, mask: Tensor | None) -> Tensor:
         """The RNN's output, dropped out (with ``mask`` if given), plus its position: the attention's query."""
-        return (self.dropout(out) if mask is None else out * mask) + position
+        return self.dropout(out) + position if mask is None else torch.addcmul(position, out, mask)
 
     def _integration(
         self, hidden: Tensor, linear: Linear, layers: Iterable[nn.Module] | None = None, mask: Tensor | None = None
