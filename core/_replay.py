@@ -55,14 +55,15 @@ def replay_decode(
     inp = start
     for t in range(length):
         out = decode.advance(inp)
+        if t + 1 == length:
+            break  # the last step's output is the replay's alone: no step reads it
         with torch.no_grad():
             y = decoder._attend(out, None, attn_state, positions[t], False, F.linear, _at(masks, t))[0]
             outputs.append(y)
-            if t + 1 < length:
-                inp = y if coins is None or targets is None else torch.where(coins[t + 1], targets[:, t], y)
+            inp = y if coins is None or targets is None else torch.where(coins[t + 1], targets[:, t], y)
     inputs = start.unsqueeze(1)  # (B, T, E), below
     if length > 1:
-        fed = torch.stack(outputs[:-1], 1)  # (B, T - 1, E): what an unforced step read
+        fed = torch.stack(outputs, 1)  # (B, T - 1, E): what an unforced step read
         if coins is not None and targets is not None:
             fed = torch.where(coins[1:, None], targets[:, : length - 1], fed)  # with the targets' gradient
         inputs = torch.cat([inputs, fed.to(start.dtype)], 1)
