@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 Masks = tuple[Tensor | None, Tensor | None]
 """A decode's dropout masks, already scaled: the queries' and the integration layer's, or None where that
-dropout is off."""
+dropout is off. Drawn (T, B, H), so that a step's are contiguous."""
 
 
 def replay_decode(
@@ -49,8 +49,9 @@ def replay_decode(
         positions: (T, H), the steps' positions.
     """
     length = positions.shape[0]
-    decode = DecodeRNN(decoder.rnn, decoder._single_layers(decoder.rnn, start), decoder.input_proj, state)
-    masks = dropout_masks(decoder, (start.shape[0], length, decoder.hidden_size), decode.dtype, start.device)
+    layers = decoder._single_layers(decoder.rnn, decoder.input_proj, start)
+    decode = DecodeRNN(decoder.rnn, layers, decoder.input_proj, state, length)
+    masks = dropout_masks(decoder, (length, start.shape[0], decoder.hidden_size), decode.dtype, start.device)
     outputs: list[Tensor] = []
     inp = start
     for t in range(length):
@@ -67,7 +68,8 @@ def replay_decode(
         if coins is not None and targets is not None:
             fed = torch.where(coins[1:, None], targets[:, : length - 1], fed)  # with the targets' gradient
         inputs = torch.cat([inputs, fed.to(start.dtype)], 1)
-    return decoder._parallel_tail(decode.sequence(inputs), attn_state, positions, False, masks)[0]
+    by_row = (_by_row(masks[0]), _by_row(masks[1]))
+    return decoder._parallel_tail(decode.sequence(inputs), attn_state, positions, False, by_row)[0]
 
 
 def dropout_masks(decoder: Decoder, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Masks:
@@ -82,5 +84,9 @@ def dropout_masks(decoder: Decoder, shape: tuple[int, ...], dtype: torch.dtype, 
     return made[0], made[1]
 
 
+def _by_row(mask: Tensor | None) -> Tensor | None:
+    return mask.transpose(0, 1) if mask is not None else None  # (T, B, H) -> (B, T, H)
+
+
 def _at(masks: Masks, t: int) -> Masks:
-    return masks[0][:, t] if masks[0] is not None else None, masks[1][:, t] if masks[1] is not None else None
+    return masks[0][t] if masks[0] is not None else None, masks[1][t] if masks[1] is not None else None

@@ -107,13 +107,16 @@ class _Sequence(torch.autograd.Function):
         return (None, *ctx.decode.backward(d_out, inputs, ctx.needs_input_grad[1:]))
 
 
-def single_layers(rnn: nn.RNNBase, device: torch.device, dtype: torch.dtype) -> list[nn.RNNBase]:
-    """One single-layer module per layer of ``rnn`` (its own contiguous weights, as cuDNN wants them)."""
+def single_layers(rnn: nn.RNNBase, projection: nn.Linear, device: torch.device, dtype: torch.dtype) -> list[nn.RNNBase]:
+    """One single-layer module per layer of ``rnn`` (its own contiguous weights, as cuDNN wants them), the
+    first taking ``projection``'s input (``DecodeRNN`` folds the projection into it), with a bias if either
+    has one."""
     extra = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
     kind: Any = type(rnn)
+    first_bias = rnn.bias or projection.bias is not None
     layers = [
-        kind(rnn.input_size if layer == 0 else rnn.hidden_size, rnn.hidden_size, 1, bias=rnn.bias,
-                  batch_first=True, **extra).to(device=device, dtype=dtype)
+        kind(projection.in_features if layer == 0 else rnn.hidden_size, rnn.hidden_size, 1,
+             bias=first_bias if layer == 0 else rnn.bias, batch_first=True, **extra).to(device=device, dtype=dtype)
         for layer in range(rnn.num_layers)
     ]  # fmt: skip
     for module in layers:
@@ -147,11 +150,11 @@ class SingleLayers:
     def __init__(self) -> None:
         self._made: dict[tuple[torch.device, torch.dtype], list[nn.RNNBase]] = {}
 
-    def __call__(self, rnn: nn.RNNBase, like: Tensor) -> list[nn.RNNBase]:
+    def __call__(self, rnn: nn.RNNBase, projection: nn.Linear, like: Tensor) -> list[nn.RNNBase]:
         device = like.device
         dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else like.dtype
         if (device, dtype) not in self._made:
-            self._made[device, dtype] = single_layers(rnn, device, dtype)
+            self._made[device, dtype] = single_layers(rnn, projection, device, dtype)
         return self._made[device, dtype]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -167,55 +170,60 @@ class DecodeRNN:
     In a sequential decode, a step's input is a target or the previous step's detached output: no gradient
     runs from one step's RNN output into a later step's input. So the decode's RNN is, to autograd, one call
     over the whole input sequence, although the forward must run step by step (a step's input is known only
-    once the step before it ran). Here each step runs without autograd (one call per layer, the inter-layer
-    dropout's masks kept: ``advance``); ``sequence`` then hands autograd all the steps' outputs at once, and
-    its backward runs the whole sequence again, layer by layer with the kept masks, and differentiates it in
-    one call: cuDNN's sequence backward where a backward per step ran (benchmarks/rnn_backward.py). The input
-    projection's gradients and the inputs' own come from the same pass.
+    once the step before it ran). Here each step runs without autograd, one call per layer (``advance``);
+    ``sequence`` then hands autograd all the steps' outputs at once, and its backward runs the whole sequence
+    again, layer by layer with the same dropout masks, and differentiates it in one call: cuDNN's sequence
+    backward where a backward per step ran (benchmarks/rnn_backward.py).
+
+    The input projection is folded into the first layer once per decode (its input weight ``W_ih W_in``, its
+    input bias ``b_ih + W_ih b_in``: the same function, one product a step fewer); the gradients of the
+    projection and of the first layer's weights are mapped back from the folded ones in weight space.
 
     Args:
-        rnn: the decoder's stacked RNN; layers: ``single_layers(rnn)``'s modules (reused across decodes,
-            refreshed from ``rnn`` here; their dtype is the one the steps compute in).
+        rnn: the decoder's stacked RNN; layers: ``single_layers(rnn, projection)``'s modules (reused across
+            decodes, refreshed here; their dtype is the one the steps compute in).
         projection: the input projection (``nn.Linear``) applied to each step's input before the RNN.
         state: the initial state, h (L, B, H) or (h, c).
+        length: the number of steps; the inter-layer dropout's masks are drawn for all of them at once.
     """
 
-    def __init__(self, rnn: nn.RNNBase, layers: list[nn.RNNBase], projection: nn.Linear, state: Any) -> None:
+    def __init__(
+        self, rnn: nn.RNNBase, layers: list[nn.RNNBase], projection: nn.Linear, state: Any, length: int
+    ) -> None:
         h0, c0 = state if isinstance(rnn, nn.LSTM) else (state, None)
         self.dtype: torch.dtype = next(layers[0].parameters()).dtype
-        self.layers, self.projection = layers, projection
-        self.dropout = rnn.dropout if rnn.training and rnn.num_layers > 1 else 0.0
+        self.layers, self.projection, self.rnn = layers, projection, rnn
         self.params = [p for layer in range(rnn.num_layers) for p in _layer_weights(rnn, layer)]
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(h0.device.type, enabled=False):
             for layer, module in enumerate(layers):
-                for mine, theirs in zip(_layer_weights(module, 0), _layer_weights(rnn, layer), strict=True):
-                    mine.copy_(theirs)  # a cast under autocast: once per decode
-            self.w_in = projection.weight.to(self.dtype)
-            self.b_in = projection.bias.to(self.dtype) if projection.bias is not None else None
+                mine, theirs = _layer_weights(module, 0), _layer_weights(rnn, layer)
+                if layer == 0:  # the projection folded in, in the parameters' dtype
+                    w_ih, b_ih = _folded(theirs[0], theirs[2] if rnn.bias else None, projection)
+                    b_hh = theirs[3] if rnn.bias else torch.zeros_like(b_ih)
+                    theirs = [w_ih, theirs[1], *([b_ih, b_hh] if module.bias else [])]
+                for m, t in zip(mine, theirs, strict=True):
+                    m.copy_(t)  # a cast under autocast: once per decode
         self.h0, self.c0 = h0, c0
         self.states = [
             (h0[i : i + 1].detach().to(self.dtype), c0[i : i + 1].detach().to(self.dtype)) if c0 is not None
             else h0[i : i + 1].detach().to(self.dtype)
             for i in range(rnn.num_layers)
         ]  # fmt: skip
-        self.projected: list[Tensor] = []
-        self.masks: list[list[Tensor]] = []
+        p = rnn.dropout if rnn.training and rnn.num_layers > 1 else 0.0
+        shape = (rnn.num_layers - 1, length, h0.shape[1], rnn.hidden_size)  # (L - 1, T, B, H)
+        self.masks = torch.empty(shape, dtype=self.dtype, device=h0.device).bernoulli_(1 - p).div_(1 - p) if p else None
         self.outputs: list[Tensor] = []
 
     def advance(self, inp: Tensor) -> Tensor:
         """One step without autograd: input (B, E) -> the top layer's output (B, H), in ``dtype``."""
+        t = len(self.outputs)
         with torch.no_grad(), torch.autocast(inp.device.type, enabled=False):
-            x = F.linear(inp.to(self.dtype), self.w_in, self.b_in)
-            self.projected.append(x)
-            masks = []
+            x = inp.to(self.dtype)
             for layer, module in enumerate(self.layers):
-                if layer > 0 and self.dropout:
-                    mask = torch.empty_like(x).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
-                    masks.append(mask)
-                    x = x * mask
+                if layer > 0 and self.masks is not None:
+                    x = x * self.masks[layer - 1, t]
                 out, self.states[layer] = module(x.unsqueeze(1), self.states[layer])
                 x = out.squeeze(1)
-            self.masks.append(masks)
         self.outputs.append(x)
         return x
 
@@ -232,32 +240,55 @@ class DecodeRNN:
 
     def backward(self, d_out: Tensor | None, inputs: Tensor, needed: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         """The gradients of (inputs, h0, c0, the projection's weight and bias, the RNN's weights)."""
-        T = len(self.projected)
-        if d_out is None or not T:
+        if d_out is None or not self.outputs:
             return (None,) * len(needed)
         with torch.enable_grad(), torch.autocast(d_out.device.type, enabled=False):
-            x = torch.stack(self.projected, 1).requires_grad_()  # (B, T, H)
+            x = inputs.detach().to(self.dtype).requires_grad_(needed[0])  # (B, T, E)
             h0 = self.h0.detach().to(self.dtype).requires_grad_()
             c0 = self.c0.detach().to(self.dtype).requires_grad_() if self.c0 is not None else None
             hidden = x
             for layer, module in enumerate(self.layers):
-                if layer > 0 and self.dropout:
-                    hidden = hidden * torch.stack([m[layer - 1] for m in self.masks], 1)
+                if layer > 0 and self.masks is not None:
+                    hidden = hidden * self.masks[layer - 1].transpose(0, 1)
                 state = (h0[layer : layer + 1], c0[layer : layer + 1]) if c0 is not None else h0[layer : layer + 1]
                 hidden, _ = module(hidden, state)
             weights = [p for module in self.layers for p in _layer_weights(module, 0)]
-            wanted = [x, h0, *([c0] if c0 is not None else []), *weights]
-            grads = torch.autograd.grad(hidden, wanted, d_out.to(self.dtype))
-        dx, dh0 = grads[0], grads[1].to(self.h0.dtype)
-        dc0 = grads[2].to(self.c0.dtype) if self.c0 is not None else None
-        d_weights = [g.to(p.dtype) for g, p in zip(grads[3 if c0 is not None else 2 :], self.params, strict=True)]
-        d_inputs = (dx @ self.w_in).to(inputs.dtype) if needed[0] else None  # (B, T, E)
-        rows = dx.flatten(0, 1)  # (B T, H)
-        dw_in = (rows.t() @ inputs.flatten(0, 1).to(rows.dtype)).to(self.projection.weight.dtype) if needed[3] else None
-        bias = self.projection.bias
-        db_in = rows.sum(0).to(bias.dtype) if needed[4] and bias is not None else None
-        self.projected, self.masks, self.outputs = [], [], []
-        return (d_inputs, dh0, dc0, dw_in, db_in, *d_weights)
+            wanted = [*([x] if needed[0] else []), h0, *([c0] if c0 is not None else []), *weights]
+            grads = list(torch.autograd.grad(hidden, wanted, d_out.to(self.dtype)))
+        d_inputs = grads.pop(0).to(inputs.dtype) if needed[0] else None
+        dh0 = grads.pop(0).to(self.h0.dtype)
+        dc0 = grads.pop(0).to(self.c0.dtype) if self.c0 is not None else None
+        n = len(_layer_weights(self.layers[0], 0))
+        with torch.autocast(d_out.device.type, enabled=False):
+            d_proj, d_first = _unfolded(grads[:n], _layer_weights(self.rnn, 0), self.projection, self.rnn.bias)
+        rest = grads[n:]
+        d_weights = [g.to(p.dtype) for g, p in zip([*d_first, *rest], self.params, strict=True)]
+        self.masks, self.outputs = None, []
+        return (d_inputs, dh0, dc0, *d_proj, *d_weights)
+
+
+def _folded(w_ih: Tensor, b_ih: Tensor | None, projection: nn.Linear) -> tuple[Tensor, Tensor]:
+    """The first layer's input weight and bias with the projection folded in: ``W_ih W_in``, ``b_ih + W_ih b_in``."""
+    w_in, b_in = projection.weight, projection.bias
+    bias = w_ih @ b_in if b_in is not None else torch.zeros_like(w_ih[:, 0])
+    return w_ih @ w_in, bias if b_ih is None else bias + b_ih
+
+
+def _unfolded(
+    grads: list[Tensor], weights: list[Tensor], projection: nn.Linear, rnn_bias: bool
+) -> tuple[list[Tensor | None], list[Tensor]]:
+    """The gradients of (the projection's weight and bias) and of the first layer's own weights, from those
+    of its folded module (w_ih', w_hh[, b_ih', b_hh]): by the chain rule through ``_folded``, in the
+    parameters' dtype."""
+    w_ih, w_in, b_in = weights[0], projection.weight, projection.bias
+    dw, dw_hh = grads[0].to(w_ih.dtype), grads[1]
+    db = grads[2].to(w_ih.dtype) if len(grads) > 2 else None
+    dw_ih = dw @ w_in.t()  # (G H, H)
+    if db is not None and b_in is not None:
+        dw_ih = dw_ih + torch.outer(db, b_in)
+    d_proj: list[Tensor | None] = [w_ih.t() @ dw, w_ih.t() @ db if db is not None and b_in is not None else None]
+    own = [dw_ih, dw_hh, *([db, grads[3]] if rnn_bias and db is not None else [])]
+    return d_proj, own
 
 
 def _layer_weights(rnn: nn.RNNBase, layer: int) -> list[Tensor]:

@@ -11,54 +11,63 @@ import quatrain
 from quatrain import _rnn
 from quatrain._rnn import DecodeRNN, single_layers
 
+CALLS = {nn.LSTM: torch._VF.lstm, nn.GRU: torch._VF.gru, nn.RNN: torch._VF.rnn_tanh}
 
-def test_with_inter_layer_dropout_the_kept_masks_give_autograds_gradients():
-    """A 3-layer LSTM with dropout 0.4 between layers, float64: each step's masks are drawn once and kept;
-    the one-call backward's gradients (weights, input projection, initial state, every input) equal
-    autograd's through the same steps with those masks, and the sequence is the steps' outputs."""
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU, nn.RNN], ids=["lstm", "gru", "rnn"])
+@pytest.mark.parametrize(("rnn_bias", "projection_bias"), [(True, True), (False, True), (True, False), (False, False)])
+def test_the_one_call_backward_equals_autograd_through_the_steps(kind, rnn_bias, projection_bias):
+    """A 3-layer RNN with dropout 0.4 between layers, float64: the masks are drawn once for every step; the
+    steps (the projection folded into the first layer) give the sequence, and the one-call backward's
+    gradients (every weight, the projection's, the initial state, every input) equal autograd's through the
+    unfolded steps with those masks, whichever of the RNN and the projection has a bias."""
     torch.manual_seed(0)
     E, H, L, B, T = 5, 6, 3, 4, 7
-    rnn = nn.LSTM(H, H, L, batch_first=True, dropout=0.4).double().train()
-    projection = nn.Linear(E, H).double()
+    rnn = kind(H, H, L, bias=rnn_bias, batch_first=True, dropout=0.4).double().train()
+    projection = nn.Linear(E, H, bias=projection_bias).double()
     h0, c0 = (torch.randn(L, B, H, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    state = (h0, c0) if kind is nn.LSTM else h0
     inputs = torch.randn(B, T, E, dtype=torch.float64, requires_grad=True)
-    scales = [torch.randn(B, H, dtype=torch.float64) for _ in range(T)]
-    leaves = [*rnn.parameters(), *projection.parameters(), h0, c0, inputs]
+    scales = torch.randn(B, T, H, dtype=torch.float64)
+    leaves = [*rnn.parameters(), *projection.parameters(), h0, *([c0] if kind is nn.LSTM else []), inputs]
 
-    decode = DecodeRNN(rnn, single_layers(rnn, inputs.device, torch.float64), projection, (h0, c0))
+    decode = DecodeRNN(rnn, single_layers(rnn, projection, inputs.device, torch.float64), projection, state, T)
     stepped = [decode.advance(inputs[:, t]) for t in range(T)]
     assert not any(out.requires_grad for out in stepped)
-    masks = [list(m) for m in decode.masks]
+    masks = decode.masks.clone()  # (L - 1, T, B, H)
+    assert (masks == 0).any() and (masks > 1).any()
     sequence = decode.sequence(inputs)
     torch.testing.assert_close(sequence.detach(), torch.stack(stepped, 1), rtol=0, atol=0)
-    loss = sum((sequence[:, t] * s).sum() for t, s in enumerate(scales))
-    assert all(len(m) == L - 1 for m in masks) and any((m == 0).any() for step in masks for m in step)
-    got = torch.autograd.grad(loss, leaves)
+    got = torch.autograd.grad((sequence * scales).sum(), leaves)
 
-    states = [(h0[i : i + 1], c0[i : i + 1]) for i in range(L)]
-    want_loss = 0
+    names = ["weight_ih", "weight_hh", *(["bias_ih", "bias_hh"] if rnn_bias else [])]
+    states = [(h0[i : i + 1], c0[i : i + 1]) if kind is nn.LSTM else h0[i : i + 1] for i in range(L)]
+    outputs = []
     for t in range(T):
         x = projection(inputs[:, t])
         for layer in range(L):
             if layer > 0:
-                x = x * masks[t][layer - 1]
-            params = [getattr(rnn, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            out, h, c = torch._VF.lstm(x[:, None], states[layer], params, True, 1, 0.0, False, False, True)
-            states[layer] = (h, c)
+                x = x * masks[layer - 1, t]
+            params = [getattr(rnn, f"{n}_l{layer}") for n in names]
+            out, *new = CALLS[kind](x[:, None], states[layer], params, rnn_bias, 1, 0.0, False, False, True)
+            states[layer] = tuple(new) if kind is nn.LSTM else new[0]
             x = out[:, 0]
-        want_loss = want_loss + (x * scales[t]).sum()
-    want = torch.autograd.grad(want_loss, leaves)
-    torch.testing.assert_close(loss, want_loss)
+        outputs.append(x)
+    want_sequence = torch.stack(outputs, 1)
+    torch.testing.assert_close(sequence, want_sequence)
+    want = torch.autograd.grad((want_sequence * scales).sum(), leaves)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w)
 
 
 def test_single_layers_keep_the_rnns_kind_and_settings():
+    """The first takes the projection's input, with a bias if the RNN or the projection has one."""
     rnn = nn.RNN(3, 4, 2, nonlinearity="relu", bias=False, batch_first=True)
-    layers = single_layers(rnn, torch.device("cpu"), torch.float64)
+    layers = single_layers(rnn, nn.Linear(5, 3), torch.device("cpu"), torch.float64)
     assert [type(m) for m in layers] == [nn.RNN, nn.RNN]
-    assert [m.input_size for m in layers] == [3, 4]
-    assert all(m.nonlinearity == "relu" and not m.bias and m.num_layers == 1 for m in layers)
+    assert [m.input_size for m in layers] == [5, 4]
+    assert [m.bias for m in layers] == [True, False]
+    assert all(m.nonlinearity == "relu" and m.num_layers == 1 for m in layers)
     assert all(p.dtype == torch.float64 for m in layers for p in m.parameters())
     assert _rnn._layer_weights(layers[1], 0)[0].shape == (4, 4)
 

@@ -86,13 +86,13 @@ def test_the_sequence_backward_runs_once_a_decode_and_leaves_nothing_behind(tiny
             made.append(self)
 
         def backward(self, d_out, inputs, needed):
-            backwards.append(len(self.projected))
+            backwards.append(len(self.outputs))
             return super().backward(d_out, inputs, needed)
 
     monkeypatch.setattr(_replay, "DecodeRNN", Counted)
     model(x, mask, teacher_forcing=0.5).reconstruction.sum().backward()
     assert backwards == [x.shape[1]]
-    assert len(made) == 1 and made[0].projected == made[0].outputs == made[0].masks == []
+    assert len(made) == 1 and made[0].outputs == [] and made[0].masks is None
     with torch.no_grad():
         model(x, mask)
     assert len(made) == 1
