@@ -1,6 +1,7 @@
-"""The 'steps' engine's training decode, A/B: replayed (the steps without autograd, then one differentiated
-parallel pass: core/_replay.py) against autograd through every step (``Decoder.backward_form = 'steps'``,
-the form before it), for the no-attention baseline and the given backends. Same weights, same engine
+"""The 'steps' engine's decode, A/B: ``Decoder.step_form`` 'replay' (the RNN steps through DecodeRNN, the
+input projection folded in; a training decode replayed as one differentiated parallel pass: core/_replay.py)
+against 'steps' (``Decoder.step`` as written, autograd through every step: the form before it), train tf
+0.9 and inference, for the no-attention baseline and the given backends. Same weights, same engine
 (``registry._measure.measure``: TrainStep, CUDA graphs on a GPU), one process, interleaved rounds; median ms
 of each round's steps, then the median over rounds.
 
@@ -44,37 +45,38 @@ def main() -> None:
         models = build_variants(config, backends, device=device, dtype=torch.float32, registry=get_registry())
         for name in backends:
             before = models[f"{name} (per step)"] = copy.deepcopy(models[name])
-            before.decoder.backward_form = "steps"
+            before.decoder.step_form = "steps"
             for module in before.modules():  # as the bench's models: each RNN's weights in one chunk for cuDNN
                 if isinstance(module, torch.nn.RNNBase):
                     module.flatten_parameters()
         x, mask = make_batch(config, batch, device, torch.float32)
-        rounds: dict[str, list[float]] = {n: [] for n in models}
-        for _ in range(args.rounds):
-            for name, model in models.items():
-                timing = measure(
-                    model,
-                    "train-seq",
-                    x,
-                    mask,
-                    iters=args.iters,
-                    warmup=4,
-                    cuda_graph=device.type == "cuda",
-                    precision=args.precision,
+        for mode in ("train-seq", "infer"):
+            rounds: dict[str, list[float]] = {n: [] for n in models}
+            for _ in range(args.rounds):
+                for name, model in models.items():
+                    timing = measure(
+                        model,
+                        mode,
+                        x,
+                        mask,
+                        iters=args.iters,
+                        warmup=4,
+                        cuda_graph=device.type == "cuda",
+                        precision=args.precision,
+                    )
+                    rounds[name].append(timing.median_ms)
+            medians = {n: statistics.median(t) for n, t in rounds.items()}
+            results[f"b{batch} {mode}"] = {"median_ms": medians, "rounds_ms": rounds}
+            line = []
+            for name in backends:
+                new, old = medians[name], medians[f"{name} (per step)"]
+                line.append(f"{name} {new:.2f} ms (per step {old:.2f}, {old / new:.3f}x)")
+            for name in backends[1:]:
+                line.append(
+                    f"{name} / none {medians[name] / medians['none']:.3f} "
+                    f"(per step {medians[f'{name} (per step)'] / medians['none (per step)']:.3f})"
                 )
-                rounds[name].append(timing.median_ms)
-        medians = {n: statistics.median(t) for n, t in rounds.items()}
-        results[f"b{batch} train-seq"] = {"median_ms": medians, "rounds_ms": rounds}
-        line = []
-        for name in backends:
-            new, old = medians[name], medians[f"{name} (per step)"]
-            line.append(f"{name} {new:.2f} ms (per step {old:.2f}, {old / new:.3f}x)")
-        for name in backends[1:]:
-            line.append(
-                f"{name} / none {medians[name] / medians['none']:.3f} "
-                f"(per step {medians[f'{name} (per step)'] / medians['none (per step)']:.3f})"
-            )
-        print(f"batch {batch} train tf 0.9, {args.precision}: " + "; ".join(line), flush=True)
+            print(f"batch {batch} {mode}, {args.precision}: " + "; ".join(line), flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -29,13 +29,13 @@ x, mask = make_batch(config, 32, torch.device("cuda"), torch.float32)
 for name, m in (("built", model), ("deepcopy", copied)):
     for form in ("replay", "steps"):
         for precision in ("fp32", "bf16"):
-            m.decoder.backward_form = form
+            m.decoder.step_form = form
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 step = TrainStep(m, teacher_forcing=0.9, cuda_graph=False, precision=precision)
                 step(x, mask)
             hits = [w for w in caught if "contiguous chunk" in str(w.message)]
-            print(f"{name} backward_form={form} {precision}: {len(hits)} compaction warnings")
+            print(f"{name} step_form={form} {precision}: {len(hits)} compaction warnings")
             for w in hits[:1]:
                 print("   ", w.filename, w.lineno)
 layers = model.decoder._single_layers._made
@@ -44,7 +44,7 @@ for key, modules in layers.items():
 try:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.decoder.backward_form = "replay"
+        model.decoder.step_form = "replay"
         TrainStep(model, teacher_forcing=0.9, cuda_graph=False, precision="bf16")(x, mask)
 except UserWarning:
     traceback.print_exc(limit=12)

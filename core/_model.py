@@ -89,11 +89,12 @@ class Decoder(nn.Module):
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)} or None; got {engine!r}")
         self.engine = engine
         self.compiled_step: StepFn | None = None  # without attention: a compiled step (bench's compiled baseline)
-        # How the 'steps' engine's training decode is differentiated. 'replay': the steps run without
-        # autograd, then the decode is replayed as one differentiated parallel pass over the inputs they read
-        # (core/_replay.py), where the backend decodes in parallel and the step is the decoder's own.
-        # 'steps': autograd through every step (the form before it; A/B runs, tests).
-        self.backward_form = "replay"
+        # How the 'steps' engine runs the decoder's own step (not one a backend wrapped). 'replay': its RNN
+        # through a ``DecodeRNN`` (the input projection folded in, no autograd); a training decode is then
+        # replayed as one differentiated parallel pass over the inputs the steps read, where the backend
+        # decodes in parallel (core/_replay.py). 'steps': ``step`` as written, autograd through every step
+        # (the form before it; A/B runs, tests).
+        self.step_form = "replay"
         self._single_layers = SingleLayers()
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
         self.input_proj = nn.Linear(E, H)
@@ -274,10 +275,11 @@ class Decoder(nn.Module):
         stretches = self.engine_for(z.device) == "stretches"
         single = self.cell_step if stretches else self.step
         step = self.attention.wrap_step(single) if self.attention is not None else (self.compiled_step or single)
-        if step is single and torch.is_grad_enabled():
-            if not stretches and self.backward_form == "replay" and self.can_run_parallel and not need_weights:
-                # The decoder's own step: run without autograd, then replayed in parallel (core/_replay.py).
+        grad = torch.is_grad_enabled()
+        if step is single and not stretches and self.step_form == "replay" and not need_weights:
+            if not grad or self.can_run_parallel:  # without autograd, then replayed in parallel (core/_replay.py)
                 return replay_decode(self, state, attn_state, start, targets, coins, positions), None
+        if step is single and grad:
             # The decoder's own step, differentiated step by step: its linear layers' weight gradients
             # are summed once after the last step's backward, not at every step (core/_deferred.py).
             step = functools.partial(single, linear=DeferredLinears())

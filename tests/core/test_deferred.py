@@ -93,7 +93,7 @@ def test_the_decoders_deferred_steps_equal_plain_autograd(tiny, make_batch, monk
     every parameter's gradient equal those of the same decode with F.linear at every step."""
     config = tiny.evolve(attention=attention, rnn=rnn, dropout=0.0)
     model = quatrain.Autoencoder(config, None if attention == "none" else "cached-decoder", engine="steps").double()
-    model.decoder.backward_form = "steps"  # the RNN differentiated step by step, its input layer deferred too
+    model.decoder.step_form = "steps"  # the RNN differentiated step by step, its input layer deferred too
     x, mask = make_batch(config, [6, 4, 1])
     x = x.double()
     calls = []
@@ -144,7 +144,7 @@ def test_no_deferral_without_gradients_or_for_a_wrapped_step(tiny, make_batch, m
     assert made == []
     plain(x, mask, teacher_forcing=0.5).reconstruction.sum().backward()
     assert made == []
-    plain.decoder.backward_form = "steps"
+    plain.decoder.step_form = "steps"
     plain(x, mask, teacher_forcing=0.5).reconstruction.sum().backward()
     assert len(made) == 1
 
@@ -162,7 +162,7 @@ def test_deferred_steps_under_bf16_autocast_keep_to_the_rule(tiny, make_batch, m
     backend = None if attention == "none" else "deferred-kv"
     torch.manual_seed(0)
     model = without_kinks(quatrain.Autoencoder(config, backend, engine=engine))
-    model.decoder.backward_form = "steps"  # the replay's own autocast test: tests/core/test_replay.py
+    model.decoder.step_form = "steps"  # the replay's own autocast test: tests/core/test_replay.py
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(p.bfloat16())  # weights bfloat16 holds exactly: the golden starts from the same values
