@@ -276,9 +276,9 @@ class Decoder(nn.Module):
         single = self.cell_step if stretches else self.step
         step = self.attention.wrap_step(single) if self.attention is not None else (self.compiled_step or single)
         grad = torch.is_grad_enabled()
-        if step is single and not stretches and self.step_form == "replay" and not need_weights:
-            if not grad or self.can_run_parallel:  # without autograd, then replayed in parallel (core/_replay.py)
-                return replay_decode(self, state, attn_state, start, targets, coins, positions), None
+        replay = self.step_form == "replay" and not need_weights and (self.can_run_parallel or not grad)
+        if step is single and not stretches and replay:  # without autograd, then replayed (core/_replay.py)
+            return replay_decode(self, state, attn_state, start, targets, coins, positions), None
         if step is single and grad:
             # The decoder's own step, differentiated step by step: its linear layers' weight gradients
             # are summed once after the last step's backward, not at every step (core/_deferred.py).
