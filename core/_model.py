@@ -89,11 +89,9 @@ class Decoder(nn.Module):
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)} or None; got {engine!r}")
         self.engine = engine
         self.compiled_step: StepFn | None = None  # without attention: a compiled step (bench's compiled baseline)
-        # How the 'steps' engine runs the decoder's own step (not one a backend wrapped). 'replay': its RNN
-        # through a ``DecodeRNN`` (the input projection folded in, no autograd); a training decode is then
-        # replayed as one differentiated parallel pass over the inputs the steps read, where the backend
-        # decodes in parallel (core/_replay.py). 'steps': ``step`` as written, autograd through every step
-        # (the form before it; A/B runs, tests).
+        # How the 'steps' engine runs the decoder's own step. 'replay': without autograd, a training decode
+        # then replayed as one differentiated parallel pass (core/_replay.py). 'steps': ``step`` as written,
+        # autograd through every step (the form before it; A/B runs, tests).
         self.step_form = "replay"
         self._single_layers = SingleLayers()
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
