@@ -92,11 +92,12 @@ if has forms; then
 fi
 if has replay; then
   stamp "replay A/B, fp32"
-  timeout 240 $PY benchmarks/replay_ab.py --device cuda --batch-sizes 32,256 --backends "${REPLAY_BACKENDS:-triton-step}" \
+  timeout 240 $PY benchmarks/replay_ab.py --device cuda --batch-sizes "${REPLAY_BATCHES:-32,256}" \
+    --backends "${REPLAY_BACKENDS:-triton-step}" --iters "$ITERS" \
     --out "$OUT/replay-ab.json" > "$OUT/replay-ab.txt" 2>&1
   cat "$OUT/replay-ab.txt"
   stamp "replay A/B, bf16 autocast"
-  timeout 120 $PY benchmarks/replay_ab.py --device cuda --batch-sizes 32 --precision bf16 \
+  timeout 120 $PY benchmarks/replay_ab.py --device cuda --batch-sizes 32 --precision bf16 --iters "$ITERS" \
     --backends "${REPLAY_BACKENDS:-triton-step}" --out "$OUT/replay-ab-bf16.json" > "$OUT/replay-ab-bf16.txt" 2>&1
   cat "$OUT/replay-ab-bf16.txt"
 fi
