@@ -1,7 +1,7 @@
-"""The 'steps' engine's decode, A/B: ``Decoder.step_form`` 'replay' (the RNN steps through DecodeRNN, the
-input projection folded in; a training decode replayed as one differentiated parallel pass: core/_replay.py)
+"""The 'steps' engine's training decode, A/B: ``Decoder.step_form`` 'replay' (the steps without autograd, the
+input projection folded into the RNN's first layer, then one differentiated parallel pass: core/_replay.py)
 against 'steps' (``Decoder.step`` as written, autograd through every step: the form before it), train tf
-0.9 and inference, for the no-attention baseline and the given backends. Same weights, same engine
+0.9, for the no-attention baseline and the given backends. Same weights, same engine
 (``registry._measure.measure``: TrainStep, CUDA graphs on a GPU), one process, interleaved rounds; median ms
 of each round's steps, then the median over rounds.
 
@@ -50,7 +50,7 @@ def main() -> None:
                 if isinstance(module, torch.nn.RNNBase):
                     module.flatten_parameters()
         x, mask = make_batch(config, batch, device, torch.float32)
-        for mode in ("train-seq", "infer"):
+        for mode in ("train-seq",):
             rounds: dict[str, list[float]] = {n: [] for n in models}
             for _ in range(args.rounds):
                 for name, model in models.items():

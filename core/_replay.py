@@ -37,8 +37,7 @@ def replay_decode(
     coins: Tensor | None,
     positions: Tensor,
 ) -> Tensor:
-    """A sequential decode's outputs (B, T, E), its steps run without autograd; with gradients enabled, the
-    decode is then replayed in parallel and the result is differentiable (without, it is the steps' own).
+    """A sequential training decode's outputs (B, T, E), differentiable, its steps run without autograd.
 
     Args:
         decoder: the decoder (its RNN runs through a ``DecodeRNN``; after it, each step is
@@ -55,18 +54,14 @@ def replay_decode(
     masks = dropout_masks(decoder, (length, start.shape[0], decoder.hidden_size), decode.dtype, start.device)
     outputs: list[Tensor] = []
     inp = start
-    replay = torch.is_grad_enabled()
     for t in range(length):
         out = decode.advance(inp)
-        if replay and t + 1 == length:
+        if t + 1 == length:
             break  # the last step's output is the replay's alone: no step reads it
         with torch.no_grad():
             y = decoder._attend(out, None, attn_state, positions[t], False, F.linear, _at(masks, t))[0]
             outputs.append(y)
-            if t + 1 < length:
-                inp = y if coins is None or targets is None else torch.where(coins[t + 1], targets[:, t], y)
-    if not replay:
-        return torch.stack(outputs, 1)
+            inp = y if coins is None or targets is None else torch.where(coins[t + 1], targets[:, t], y)
     inputs = start.unsqueeze(1)  # (B, T, E), below
     if length > 1:
         fed = torch.stack(outputs, 1)  # (B, T - 1, E): what an unforced step read
