@@ -9,6 +9,9 @@ two leases).
 Here each step's backward computes only its input's gradient and leaves ``(dy, x)``; after the last
 step's backward, one product over all steps' rows gives ``dW = sum_t dy_t^T x_t`` and one sum gives the
 bias's. Same function, same gradients (to float rounding; tests/core/test_deferred.py).
+Since the replayed training decode (core/_replay.py), a decode on the 'steps' engine runs no step with
+autograd; what defers here now are the CPU stretches engine's lone steps, the per-step form
+(``Decoder.step_form = 'steps'``) and backends without a parallel decode.
 """
 
 from __future__ import annotations

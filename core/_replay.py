@@ -52,22 +52,14 @@ def replay_decode(
     layers = decoder._single_layers(decoder.rnn, decoder.input_proj, start)
     decode = DecodeRNN(decoder.rnn, layers, decoder.input_proj, state, length)
     masks = dropout_masks(decoder, (length, start.shape[0], decoder.hidden_size), decode.dtype, start.device)
-    outputs: list[Tensor] = []
-    inp = start
-    for t in range(length):
-        out = decode.advance(inp)
-        if t + 1 == length:
-            break  # the last step's output is the replay's alone: no step reads it
+    read = [start]  # what each step reads; a forced step's target keeps its gradient (the where is recorded)
+    for t in range(length - 1):  # the last step's output is the replay's alone: no step reads it
+        out = decode.advance(read[-1])
         with torch.no_grad():
             y = decoder._attend(out, None, attn_state, positions[t], False, F.linear, _at(masks, t))[0]
-            outputs.append(y)
-            inp = y if coins is None or targets is None else torch.where(coins[t + 1], targets[:, t], y)
-    inputs = start.unsqueeze(1)  # (B, T, E), below
-    if length > 1:
-        fed = torch.stack(outputs, 1)  # (B, T - 1, E): what an unforced step read
-        if coins is not None and targets is not None:
-            fed = torch.where(coins[1:, None], targets[:, : length - 1], fed)  # with the targets' gradient
-        inputs = torch.cat([inputs, fed.to(start.dtype)], 1)
+        read.append(y if coins is None or targets is None else torch.where(coins[t + 1], targets[:, t], y))
+    decode.advance(read[-1])
+    inputs = torch.stack(read, 1).to(start.dtype)  # (B, T, E)
     by_row = (_by_row(masks[0]), _by_row(masks[1]))
     return decoder._parallel_tail(decode.sequence(inputs), attn_state, positions, False, by_row)[0]
 

@@ -21,7 +21,7 @@ def decode_and_grads(model, x, mask, seed=3, teacher_forcing=0.5):
     torch.manual_seed(seed)
     out = model(x, mask, teacher_forcing=teacher_forcing).reconstruction
     loss = (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).square().sum()
-    named = [(n, p) for n, p in model.named_parameters()] + ([("x", x)] if x.requires_grad else [])
+    named = list(model.named_parameters()) + ([("x", x)] if x.requires_grad else [])
     grads = torch.autograd.grad(loss, [p for _, p in named])
     return loss, {n: g for (n, _), g in zip(named, grads, strict=True)}
 
