@@ -1,7 +1,8 @@
-"""The 'steps' engine's training decode, A/B: ``Decoder.step_form`` 'replay' (the steps without autograd, the
-input projection folded into the RNN's first layer, then one differentiated parallel pass: core/_replay.py)
-against 'steps' (``Decoder.step`` as written, autograd through every step: the form before it), train tf
-0.9, for the no-attention baseline and the given backends. Same weights, same engine
+"""The 'steps' engine's decode, A/B: ``Decoder.step_form`` 'replay' (the RNN's steps through DecodeRNN without
+autograd, the input projection folded into its first layer; a training decode then replayed as one
+differentiated parallel pass: core/_replay.py) against 'steps' (``Decoder.step`` as written, autograd through
+every step: the form before it), train tf 0.9 and inference, for the no-attention baseline and the given
+backends. Same weights, same engine
 (``registry._measure.measure``: TrainStep, CUDA graphs on a GPU), one process, interleaved rounds; median ms
 of each round's steps, then the median over rounds.
 
@@ -50,32 +51,33 @@ def main() -> None:
                 if isinstance(module, torch.nn.RNNBase):
                     module.flatten_parameters()
         x, mask = make_batch(config, batch, device, torch.float32)
-        rounds: dict[str, list[float]] = {n: [] for n in models}
-        for _ in range(args.rounds):
-            for name, model in models.items():
-                timing = measure(
-                    model,
-                    "train-seq",
-                    x,
-                    mask,
-                    iters=args.iters,
-                    warmup=4,
-                    cuda_graph=device.type == "cuda",
-                    precision=args.precision,
+        for mode, label in (("train-seq", "train tf 0.9"), ("infer", "inference")):
+            rounds: dict[str, list[float]] = {n: [] for n in models}
+            for _ in range(args.rounds):
+                for name, model in models.items():
+                    timing = measure(
+                        model,
+                        mode,
+                        x,
+                        mask,
+                        iters=args.iters,
+                        warmup=4,
+                        cuda_graph=device.type == "cuda",
+                        precision=args.precision,
+                    )
+                    rounds[name].append(timing.median_ms)
+            medians = {n: statistics.median(t) for n, t in rounds.items()}
+            results[f"b{batch} {mode}"] = {"median_ms": medians, "rounds_ms": rounds}
+            line = []
+            for name in backends:
+                new, old = medians[name], medians[f"{name} (per step)"]
+                line.append(f"{name} {new:.2f} ms (per step {old:.2f}, {old / new:.3f}x)")
+            for name in backends[1:]:
+                line.append(
+                    f"{name} / none {medians[name] / medians['none']:.3f} "
+                    f"(per step {medians[f'{name} (per step)'] / medians['none (per step)']:.3f})"
                 )
-                rounds[name].append(timing.median_ms)
-        medians = {n: statistics.median(t) for n, t in rounds.items()}
-        results[f"b{batch} train-seq"] = {"median_ms": medians, "rounds_ms": rounds}
-        line = []
-        for name in backends:
-            new, old = medians[name], medians[f"{name} (per step)"]
-            line.append(f"{name} {new:.2f} ms (per step {old:.2f}, {old / new:.3f}x)")
-        for name in backends[1:]:
-            line.append(
-                f"{name} / none {medians[name] / medians['none']:.3f} "
-                f"(per step {medians[f'{name} (per step)'] / medians['none (per step)']:.3f})"
-            )
-        print(f"batch {batch} train tf 0.9, {args.precision}: " + "; ".join(line), flush=True)
+            print(f"batch {batch} {label}, {args.precision}: " + "; ".join(line), flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -89,9 +89,9 @@ class Decoder(nn.Module):
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)} or None; got {engine!r}")
         self.engine = engine
         self.compiled_step: StepFn | None = None  # without attention: a compiled step (bench's compiled baseline)
-        # How the 'steps' engine runs a training decode of the decoder's own step. 'replay': the steps
-        # without autograd, then one differentiated parallel pass (core/_replay.py). 'steps': ``step`` as
-        # written, autograd through every step (the form before it; A/B runs, tests).
+        # How the 'steps' engine runs the decoder's own step. 'replay': the RNN through DecodeRNN, without
+        # autograd, a training decode then replayed as one differentiated parallel pass (core/_replay.py).
+        # 'steps': ``step`` as written, autograd through every step (the form before it; A/B runs, tests).
         self.step_form = "replay"
         self._single_layers = SingleLayers()
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
@@ -274,7 +274,7 @@ class Decoder(nn.Module):
         single = self.cell_step if stretches else self.step
         step = self.attention.wrap_step(single) if self.attention is not None else (self.compiled_step or single)
         grad = torch.is_grad_enabled()
-        replay = self.step_form == "replay" and not need_weights and self.can_run_parallel and grad
+        replay = self.step_form == "replay" and not need_weights and (self.can_run_parallel or not grad)
         if step is single and not stretches and replay:  # without autograd, then replayed (core/_replay.py)
             return replay_decode(self, state, attn_state, start, targets, coins, positions), None
         if step is single and grad:

@@ -37,7 +37,8 @@ def replay_decode(
     coins: Tensor | None,
     positions: Tensor,
 ) -> Tensor:
-    """A sequential training decode's outputs (B, T, E), differentiable, its steps run without autograd.
+    """A sequential decode's outputs (B, T, E), its steps run without autograd; with gradients enabled, the
+    decode is then replayed in parallel and the result is differentiable (without, it is the steps' own).
 
     Args:
         decoder: the decoder (its RNN runs through a ``DecodeRNN``; after it, each step is
@@ -52,13 +53,21 @@ def replay_decode(
     layers = decoder._single_layers(decoder.rnn, decoder.input_proj, start)
     decode = DecodeRNN(decoder.rnn, layers, decoder.input_proj, state, length)
     masks = dropout_masks(decoder, (length, start.shape[0], decoder.hidden_size), decode.dtype, start.device)
+    replay = torch.is_grad_enabled()
     read = [start]  # what each step reads; a forced step's target keeps its gradient (the where is recorded)
-    for t in range(length - 1):  # the last step's output is the replay's alone: no step reads it
+    outputs: list[Tensor] = []  # without a replay: the steps' own outputs
+    for t in range(length):
         out = decode.advance(read[-1])
+        if replay and t + 1 == length:
+            break  # the last step's output is the replay's alone: no step reads it
         with torch.no_grad():
             y = decoder._attend(out, None, attn_state, positions[t], False, F.linear, _at(masks, t))[0]
-        read.append(y if coins is None or targets is None else torch.where(coins[t + 1], targets[:, t], y))
-    decode.advance(read[-1])
+        if not replay:
+            outputs.append(y)
+        if t + 1 < length:
+            read.append(y if coins is None or targets is None else torch.where(coins[t + 1], targets[:, t], y))
+    if not replay:
+        return torch.stack(outputs, 1)
     inputs = torch.stack(read, 1).to(start.dtype)  # (B, T, E)
     by_row = (_by_row(masks[0]), _by_row(masks[1]))
     return decoder._parallel_tail(decode.sequence(inputs), attn_state, positions, False, by_row)[0]

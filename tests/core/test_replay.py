@@ -72,8 +72,8 @@ def test_with_dropout_the_replay_applies_the_steps_masks(tiny, make_batch, monke
 
 
 def test_the_sequence_backward_runs_once_a_decode_and_leaves_nothing_behind(tiny, make_batch, monkeypatch):
-    """One sequence backward per decode (not one per step), its records cleared after it; inference takes
-    no replay (``step`` as written); a decode of one step is replayed as well."""
+    """One sequence backward per decode (not one per step), its records cleared after it; inference runs
+    its steps through a DecodeRNN too, with no backward; a decode of one step is replayed as well."""
     config = tiny.evolve(dropout=0.0)
     model = quatrain.Autoencoder(config, engine="steps")
     x, mask = make_batch(config, [5, 3])
@@ -95,10 +95,37 @@ def test_the_sequence_backward_runs_once_a_decode_and_leaves_nothing_behind(tiny
     assert len(made) == 1 and made[0].outputs == [] and made[0].masks is None
     with torch.no_grad():
         model(x, mask)
-    assert len(made) == 1
+    assert len(made) == 2 and backwards == [x.shape[1]]
     one = model(x[:, :1], mask[:, :1], teacher_forcing=0.5).reconstruction
     one.sum().backward()
-    assert len(made) == 2 and one.shape == (2, 1, config.embed_dim) and backwards == [x.shape[1], 1]
+    assert len(made) == 3 and one.shape == (2, 1, config.embed_dim) and backwards == [x.shape[1], 1]
+
+
+@pytest.mark.parametrize("rnn", RNNS)
+@pytest.mark.parametrize("backend", ["cached-decoder", None])
+@pytest.mark.parametrize("teacher_forcing", [0.0, 0.5])
+def test_inference_through_the_decode_rnn_equals_the_plain_step(tiny, make_batch, rnn, backend, teacher_forcing):
+    """Without gradients (eval, float64) the steps' outputs through DecodeRNN (the input projection folded
+    into the first layer) equal ``step`` as written; asking for attention weights takes ``step``."""
+    config = tiny.evolve(rnn=rnn, attention="none" if backend is None else "encoder")
+    model = quatrain.Autoencoder(config, backend, engine="steps").double().eval()
+    plain = copy.deepcopy(model)
+    plain.decoder.step_form = "steps"
+    x, mask = make_batch(config, [6, 4, 1, 0])
+    calls: list[int] = []
+    model.decoder.rnn.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        got = model(x.double(), mask, teacher_forcing=teacher_forcing).reconstruction
+        torch.manual_seed(1)
+        want = plain(x.double(), mask, teacher_forcing=teacher_forcing).reconstruction
+        assert calls == []
+        if backend is not None:
+            torch.manual_seed(1)
+            weighted = model(x.double(), mask, teacher_forcing=teacher_forcing, need_weights=True)
+            assert weighted.attention is not None and calls == [1] * x.shape[1]
+            torch.testing.assert_close(weighted.reconstruction, want)
+    torch.testing.assert_close(got, want)
 
 
 def test_a_backend_without_a_parallel_decode_is_differentiated_step_by_step(tiny, make_batch, monkeypatch, registry):
