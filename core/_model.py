@@ -58,11 +58,10 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         B, T = x.shape[:2]
-        # The RNN runs over the padded batch: pads are left-aligned after every real token, so no real
-        # state ever sees one, and z is read at each row's last real token (an empty row: at step 0; its
-        # keys are all masked). No packing means no host sync (packing needs the lengths on the CPU), so a
-        # whole train step can be captured in one CUDA graph; it is faster on CPU too (seed shapes,
-        # forward + backward of the encoder: 0.29 s unpacked vs 0.51 s packed, 2 threads).
+        # The RNN runs over the padded batch: pads come after every real token, so no real state sees one,
+        # and z is read at each row's last real token (an empty row: at step 0; its keys are all masked).
+        # No packing, no host sync (packing needs the lengths on the CPU): a whole train step fits one CUDA
+        # graph; faster on CPU too (seed encoder, forward + backward: 0.29 s vs 0.51 s packed, 2 threads).
         out, _ = self.rnn(x)  # (B, T, H): top-layer states
         valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
         memory = out * valid[..., None].to(out.dtype)  # (B, T, H), zeros at pads
@@ -80,18 +79,16 @@ class Decoder(nn.Module):
         super().__init__()
         H, E, L = config.hidden_size, config.embed_dim, config.num_layers
         self.num_layers, self.hidden_size = L, H
-        # How the sequential decode runs, chosen here and stored. 'stretches': each stretch of teacher-forced
-        # steps is one RNN call whose queries attend at once (the coins are read on the host), and a step
-        # that reads the model's own output runs alone as cell arithmetic (cheaper than the fused RNN op
-        # for one step on CPU). 'steps': one fused RNN call per step, coins applied on the device (what a
-        # captured CUDA graph of a fixed step pattern holds). None: 'stretches' on CPU, 'steps' elsewhere.
+        # How the sequential decode runs. 'stretches': each stretch of teacher-forced steps is one RNN call,
+        # its queries attending at once (coins read on the host); a step that reads the model's own output
+        # runs alone as cell arithmetic. 'steps': one RNN call per step, coins applied on the device (what a
+        # CUDA graph of a fixed step pattern holds). None: 'stretches' on CPU, 'steps' elsewhere.
         if engine is not None and engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)} or None; got {engine!r}")
         self.engine = engine
         self.compiled_step: StepFn | None = None  # without attention: a compiled step (bench's compiled baseline)
-        # How the 'steps' engine runs the decoder's own step. 'replay': the RNN through DecodeRNN, without
-        # autograd, a training decode then replayed as one differentiated parallel pass (core/_replay.py).
-        # 'steps': ``step`` as written, autograd through every step (the form before it; A/B runs, tests).
+        # How the 'steps' engine runs its own step. 'replay': the RNN through DecodeRNN, no autograd, training
+        # replayed as one differentiated parallel pass (core/_replay.py). 'steps': ``step`` as written (A/B).
         self.step_form = "replay"
         self._single_layers = SingleLayers()
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
@@ -173,8 +170,11 @@ class Decoder(nn.Module):
         return linear(self._integration(query, linear, None, masks[1]), self.out.weight, self.out.bias), state, weights
 
     def _query(self, out: Tensor, position: Tensor, mask: Tensor | None) -> Tensor:
-        """The RNN's output, dropped out (with ``mask`` if given), plus its position: the attention's query."""
-        return self.dropout(out) + position if mask is None else torch.addcmul(position, out, mask)
+        """The RNN's output, dropped out (with ``mask`` if given), plus its position: the attention's query.
+        Under autocast not one ``addcmul``: CUDA's bf16 autocast refuses it ("Unexpected floating ScalarType")."""
+        if mask is None or torch.is_autocast_enabled(out.device.type):
+            return (self.dropout(out) if mask is None else out * mask) + position
+        return torch.addcmul(position, out, mask)
 
     def _integration(
         self, hidden: Tensor, linear: Linear, layers: Iterable[nn.Module] | None = None, mask: Tensor | None = None
