@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import quatrain
+from quatrain import _deferred, _model
 from quatrain.registry import load_registry, set_registry
 
 
@@ -51,6 +52,20 @@ def _registry():
     registry = load_registry(disabled=())
     set_registry(registry)
     return registry
+
+
+@pytest.fixture(name="made_deferrals")
+def _made_deferrals(monkeypatch) -> list[_deferred.DeferredLinears]:
+    """Every ``DeferredLinears`` the decoder makes during the test (one per decode differentiated step by step)."""
+    made: list[_deferred.DeferredLinears] = []
+
+    class Counted(_deferred.DeferredLinears):
+        def __init__(self) -> None:
+            made.append(self)
+            super().__init__()
+
+    monkeypatch.setattr(_model, "DeferredLinears", Counted)
+    return made
 
 
 @pytest.fixture(name="tiny")

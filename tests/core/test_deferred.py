@@ -117,18 +117,11 @@ def test_the_decoders_deferred_steps_equal_plain_autograd(tiny, make_batch, monk
     assert len(calls) == 6 * 4  # every step's four linear layers went through the deferral
 
 
-def test_no_deferral_without_gradients_or_for_a_wrapped_step(tiny, make_batch, monkeypatch, registry):
+def test_no_deferral_without_gradients_or_for_a_wrapped_step(tiny, make_batch, made_deferrals, registry):
     """Inference builds none; nor does a decode whose step a backend wrapped (it runs the step as it wants),
     nor a replayed one (core/_replay.py: no step is differentiated); a decode differentiated step by step
     builds one."""
-    made = []
-
-    class Counted(DeferredLinears):
-        def __init__(self) -> None:
-            made.append(self)
-            super().__init__()
-
-    monkeypatch.setattr(_model, "DeferredLinears", Counted)
+    made = made_deferrals
     base = registry.backend("cached-decoder").cls
 
     class Wrapping(base):

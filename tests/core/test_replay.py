@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import quatrain
-from quatrain import _deferred, _model, _replay, _rnn
+from quatrain import _replay, _rnn
 from quatrain._compare import compare, without_kinks
 from quatrain._rnn import autocast_problem
 
@@ -128,17 +128,10 @@ def test_inference_through_the_decode_rnn_equals_the_plain_step(tiny, make_batch
     torch.testing.assert_close(got, want)
 
 
-def test_a_backend_without_a_parallel_decode_is_differentiated_step_by_step(tiny, make_batch, monkeypatch, registry):
+def test_a_backend_without_a_parallel_decode_is_differentiated_step_by_step(tiny, make_batch, made_deferrals, registry):
     """The replay needs the backend's parallel decode: without it, each step is differentiated (its linear
     layers deferred), and the result is still autograd's."""
-    made: list[object] = []
-
-    class Counted(_deferred.DeferredLinears):
-        def __init__(self) -> None:
-            made.append(self)
-            super().__init__()
-
-    monkeypatch.setattr(_model, "DeferredLinears", Counted)
+    made = made_deferrals
     base = registry.backend("cached-decoder").cls
 
     class Stepwise(base):
