@@ -4,9 +4,9 @@
 #   gpu-tests.txt     the CUDA tests of triton-step (the products against float64 among them) and the replay
 #   products-ab.{txt,json}       benchmarks/products_ab.py, fp32: the products alone (cuBLAS, a block sweep) at 32-256
 #                     rows, then the graphed seed step, none / triton-step by cuBLAS / by the kernel, b32 and b256
-#   products-ab-bf16.{txt,json}  the same under bf16 autocast, b32 steps only
-#   profile-b32.txt   benchmarks/profile_gpu.py at batch 32: none and triton-step, kernel by kernel
 #   cuda-seed-fp32-b32.{json,md,log}  quatrain bench, fp32 b32: triton-step, deferred-kv (baseline, naive always in)
+#   products-ab-bf16.{txt,json}  the A/B's steps under bf16 autocast, b32
+#   profile-b32.txt   benchmarks/profile_gpu.py at batch 32: none and triton-step, kernel by kernel
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT}
@@ -21,6 +21,11 @@ tail -3 "$OUT/gpu-tests.txt"
 stamp "products A/B, fp32"
 timeout 240 $PY benchmarks/products_ab.py --out "$OUT/products-ab.json" > "$OUT/products-ab.txt" 2>&1
 grep -v "^   rows" "$OUT/products-ab.txt" | tail -12
+stamp "bench fp32 b32"
+timeout "${BENCH_LIMIT:-120}" $PY -m quatrain bench --preset seed --device cuda --iters 20 --dtype fp32 --batch-size 32 \
+  --backends triton-step,deferred-kv --out "$OUT/cuda-seed-fp32-b32.json" --markdown "$OUT/cuda-seed-fp32-b32.md" \
+  2> "$OUT/cuda-seed-fp32-b32.log"
+grep -E "^- best|^- inference" "$OUT/cuda-seed-fp32-b32.md"
 stamp "products A/B, bf16 autocast"
 timeout 90 $PY benchmarks/products_ab.py --rows "" --batch-sizes 32 --precision bf16 \
   --out "$OUT/products-ab-bf16.json" > "$OUT/products-ab-bf16.txt" 2>&1
@@ -29,9 +34,4 @@ stamp "profile, batch 32"
 timeout 100 $PY benchmarks/profile_gpu.py --preset seed --device cuda --batch-size 32 --variants none,triton-step \
   > "$OUT/profile-b32.txt" 2>&1
 grep "##\|ms more than" "$OUT/profile-b32.txt"
-stamp "bench fp32 b32"
-timeout "${BENCH_LIMIT:-120}" $PY -m quatrain bench --preset seed --device cuda --iters 20 --dtype fp32 --batch-size 32 \
-  --backends triton-step,deferred-kv --out "$OUT/cuda-seed-fp32-b32.json" --markdown "$OUT/cuda-seed-fp32-b32.md" \
-  2> "$OUT/cuda-seed-fp32-b32.log"
-grep -E "^- best|^- inference" "$OUT/cuda-seed-fp32-b32.md"
 stamp done
