@@ -19,9 +19,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-PRODUCT_ROWS = 64
-"""Rows (batch) up to which ``triton-step`` runs its step's two products of the folded integration layer as
-``linear`` and ``accumulate`` below rather than by cuBLAS."""
 _TILE = 8192
 """Elements of one (keys x head-chunk) tile, which sets the chunk of the head dimension."""
 
@@ -148,67 +145,3 @@ def backward(dj: Tensor, p: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tenso
         head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d,
     )  # fmt: skip
     return dx, dq, ds
-
-
-@triton.jit
-def _product(
-    a_ptr, w_ptr, bias_ptr, out_ptr, M, N, sam, swn, som,
-    K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACCUMULATE: tl.constexpr,
-):  # fmt: skip
-    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_in, n_in = m < M, n < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        k_in = k < K
-        a = tl.load(a_ptr + m[:, None] * sam + k[None, :], mask=m_in[:, None] & k_in[None, :], other=0.0)
-        w = tl.load(w_ptr + n[None, :] * swn + k[:, None], mask=n_in[None, :] & k_in[:, None], other=0.0)
-        # In float32 whatever the storage dtype, by FMA (no TF32 rounding): bf16 products are exact in float32.
-        acc = tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
-    out = out_ptr + m[:, None] * som + n[None, :]
-    out_in = m_in[:, None] & n_in[None, :]
-    if ACCUMULATE:
-        acc += tl.load(out, mask=out_in, other=0.0).to(tl.float32)
-    else:
-        acc += tl.load(bias_ptr + n, mask=n_in, other=0.0).to(tl.float32)[None, :]
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=out_in)
-
-
-Blocks = tuple[int, int, int, int]
-"""(BLOCK_M, BLOCK_N, BLOCK_K, warps) of ``_product``."""
-PRODUCT_BLOCKS: dict[int, Blocks] = {16: (16, 32, 32, 4), 32: (32, 32, 32, 4), 64: (64, 32, 32, 4)}
-"""``_product``'s blocks by the most rows they serve (the last entry serves any more)."""
-
-
-def _product_blocks(rows: int) -> Blocks:
-    table = sorted(PRODUCT_BLOCKS.items())
-    return next((blocks for most, blocks in table if rows <= most), table[-1][1])
-
-
-def _run_product(a: Tensor, w: Tensor, bias: Tensor | None, out: Tensor, blocks: Blocks | None) -> None:
-    M, K = a.shape
-    N = w.shape[0]
-    block_m, block_n, block_k, warps = blocks or _product_blocks(M)
-    a = a if a.stride(-1) == 1 else a.contiguous()
-    w = w if w.stride(-1) == 1 else w.contiguous()
-    grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
-    _product[grid](
-        a, w, bias if bias is not None else out, out, M, N, a.stride(0), w.stride(0), out.stride(0),
-        K=K, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, ACCUMULATE=bias is None, num_warps=warps,
-    )  # fmt: skip
-
-
-def linear(a: Tensor, w: Tensor, bias: Tensor, blocks: Blocks | None = None) -> Tensor:
-    """``a @ w.T + bias`` (M, N), in ``w``'s dtype, from ``a`` (M, K), ``w`` (N, K), ``bias`` (N,): one kernel,
-    products and sums in float32 by FMA whatever the storage dtype (no TF32)."""
-    out = a.new_empty(a.shape[0], w.shape[0], dtype=w.dtype)  # under autocast w is already in its dtype
-    _run_product(a, w, bias, out, blocks)
-    return out
-
-
-def accumulate(out: Tensor, a: Tensor, w: Tensor, blocks: Blocks | None = None) -> Tensor:
-    """``out += a @ w.T`` in place (``out`` (M, N) with unit last stride) and returns ``out``; as ``linear``."""
-    assert out.stride(-1) == 1
-    _run_product(a, w, None, out, blocks)
-    return out

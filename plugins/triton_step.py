@@ -100,20 +100,14 @@ class _Step(torch.autograd.Function):
 
         training = any(ctx.needs_input_grad[:6])  # query, w_q, the layer or K, V: the backward needs P either way
         H = query.shape[-1]
-        own = query.shape[0] <= _triton_kernels.PRODUCT_ROWS  # the layer's two products by _triton_kernels too
         if integration is None:
             q = query @ w_q.t()
-        elif own:
-            qu = _triton_kernels.linear(query, integration.stacked, integration.stacked_bias)
-            q = qu[:, :H]
         else:
             qu = F.linear(query, integration.stacked, integration.stacked_bias)  # [q | the layer's query share]
             q = qu[:, :H]
         joined, p, scaled = _triton_kernels.forward(query, q, k, v, key_bias, training)
         out = joined
-        if integration is not None and own:
-            out = _triton_kernels.accumulate(qu[:, H:], joined[:, H:], integration.context_weight)
-        elif integration is not None:
+        if integration is not None:
             out = _add_context(qu[:, H:], joined[:, H:], integration.context_weight.to(qu.dtype))
         if training:
             ctx.save_for_backward(query, w_q, k, v, p, scaled, joined, weight)
