@@ -105,61 +105,6 @@ def _backward(
         tl.store(dx_ptr + row * hidden + head * head_dim + d, tl.load(dx_row + d, mask=d_in), mask=d_in)
 
 
-@triton.jit
-def _forward_folded(
-    q_ptr, k_ptr, bias_ptr, w_ptr, out_ptr,
-    num_heads, num_keys, scale,
-    sqb, skb, skh, sks, sbb, sbs, swb, swh, sws, sob,
-    head_dim: tl.constexpr, width: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
-    row = tl.program_id(0) // num_heads
-    head = tl.program_id(0) % num_heads
-    s = tl.arange(0, BLOCK_S)
-    s_in = s < num_keys
-    q_row = q_ptr + row * sqb + head * head_dim
-    k_rows = k_ptr + row * skb + head * skh + s[:, None] * sks
-    scores = tl.zeros([BLOCK_S], dtype=tl.float32)
-    for d0 in range(0, head_dim, BLOCK_D):
-        d = d0 + tl.arange(0, BLOCK_D)
-        d_in = d < head_dim
-        q = tl.load(q_row + d, mask=d_in, other=0.0).to(tl.float32) * scale
-        k = tl.load(k_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
-        scores += tl.sum(k * q[None, :], axis=1)
-    bias = tl.load(bias_ptr + row * sbb + s * sbs, mask=s_in, other=float("-inf")).to(tl.float32)
-    scores = scores + bias
-    e = tl.exp(scores - tl.max(scores, axis=0))
-    p = e / tl.sum(e, axis=0)
-    w_rows = w_ptr + row * swb + head * swh + s[:, None] * sws
-    out_row = out_ptr + row * sob
-    for n0 in range(0, width, BLOCK_N):
-        n = n0 + tl.arange(0, BLOCK_N)
-        n_in = n < width
-        w = tl.load(w_rows + n[None, :], mask=s_in[:, None] & n_in[None, :], other=0.0).to(tl.float32)
-        tl.atomic_add(out_row + n, tl.sum(w * p[:, None], axis=0), mask=n_in)  # the heads' shares of the row
-
-
-def forward_folded(q: Tensor, k: Tensor, bias: Tensor, values: Tensor, out: Tensor) -> Tensor:
-    """``out += Σ_heads softmax(q_h K_hᵀ / √d + bias) (V_h W_hᵀ)`` in place, and returns ``out`` (B, N).
-
-    ``values`` (B, h, S, N) are V's rows already multiplied by each head's columns ``W_h`` of a linear map
-    (``V_h @ W_hᵀ``), so the step's attention and that map's product over the merged contexts are one kernel.
-    Adds by atomics (the heads of a row in any order); forward only (no P is kept).
-    """
-    B, h, S, d = k.shape
-    N = values.shape[-1]
-    q = q if q.stride(-1) == 1 else q.contiguous()
-    assert out.stride(-1) == 1 and values.stride(-1) == 1
-    block_s, block_d = _blocks(S, d)
-    block_n = max(16, min(triton.next_power_of_2(N), _TILE // block_s))
-    _forward_folded[(B * h,)](
-        q, k, bias, values, out, h, S, d**-0.5,
-        q.stride(0), *k.stride()[:3], *bias.stride(), *values.stride()[:3], out.stride(0),
-        head_dim=d, width=N, BLOCK_S=block_s, BLOCK_D=block_d, BLOCK_N=block_n,
-    )  # fmt: skip
-    return out
-
-
 def forward(x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: bool) -> tuple[Tensor, Tensor, Tensor]:
     """``[x | contexts]`` (B, 2H): the queries ``x`` (B, H) beside the contexts of their projections ``q`` (B, H)
     over ``k``, ``v`` (B, h, S, d) with additive ``bias`` (B, S).

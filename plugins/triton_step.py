@@ -34,9 +34,6 @@ from ._attention import SDPA_KERNEL_NOTES
 from .deferred_kv import DeferredKeys, DeferredKVAttention, Record
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-FOLD_BYTES = 32 << 20
-"""Largest ``Integration.values`` made (at the seed preset 13 MB at batch 32): it is read at every step, so
-it should stay in the GPU's L2 cache (50 MB on an H100 or H200) beside K."""
 MAX_KEYS = 1024
 """Longest memory the kernels take (they hold the key axis in one tile)."""
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -63,10 +60,6 @@ class Integration(NamedTuple):
     """(H, H) the weight's context half, without autograd history."""
     source: Tensor
     """The folded weight it was made from (the cache's check)."""
-    values: Tensor | None = None
-    """(B, h, S, H) each head's V through that head's columns of the context half, ``V_h @ W_context,hᵀ``, for
-    a decode without gradients in float32 (``FOLD_BYTES``): its steps then run attention and the context
-    half's product as one kernel (``_triton_kernels.forward_folded``). None: the kernel, then the product."""
 
 
 def _add_context(share: Tensor, contexts: Tensor, weight: Tensor) -> Tensor:
@@ -112,8 +105,6 @@ class _Step(torch.autograd.Function):
         else:
             qu = F.linear(query, integration.stacked, integration.stacked_bias)  # [q | the layer's query share]
             q = qu[:, :H]
-            if integration.values is not None and not training:  # attention and the context half in one kernel
-                return _triton_kernels.forward_folded(q, k, key_bias, integration.values, qu[:, H:])
         joined, p, scaled = _triton_kernels.forward(query, q, k, v, key_bias, training)
         out = joined
         if integration is not None:
@@ -231,22 +222,13 @@ class TritonStepAttention(DeferredKVAttention):
             weight_view, bias_view = weight, bias
         assert bias_view is not None
         H = self.hidden_size
-        autocast = torch.is_autocast_enabled(query.device.type)
-        v = state.deferred.keys.v  # (B, h, S, d)
-        fold = not (torch.is_grad_enabled() or autocast) and v.dtype == torch.float32
-        fold = fold and v.shape[0] * v.shape[1] * v.shape[2] * H * v.element_size() <= FOLD_BYTES
-        values = None
         with torch.no_grad():
             stacked, stacked_bias = torch.cat([self.w_q.weight, weight[:, :H]]), torch.cat([bias.new_zeros(H), bias])
             context_weight = weight[:, H:]
-            if autocast:  # cast once per decode, not at every step
+            if torch.is_autocast_enabled(query.device.type):  # cast once per decode, not at every step
                 dtype = torch.get_autocast_dtype(query.device.type)
                 stacked, stacked_bias, context_weight = (t.to(dtype) for t in (stacked, stacked_bias, context_weight))
-            if fold:  # (B, h, S, d) @ (h, d, H): each head's V through its columns of the context half
-                values = v @ context_weight.view(H, v.shape[1], v.shape[3]).permute(1, 2, 0)
-        made = Integration(
-            weight_view, bias_view, records, stacked, stacked_bias, context_weight, source=weight, values=values
-        )
+        made = Integration(weight_view, bias_view, records, stacked, stacked_bias, context_weight, source=weight)
         state.integrations.append(made)
         return made
 
