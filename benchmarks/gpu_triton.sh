@@ -19,8 +19,13 @@
 #                   against autograd through every step, none and REPLAY_BACKENDS, b32 and b256 fp32, b32 bf16 autocast
 #   rnn-chunks.txt  benchmarks/rnn_chunks.py: whether the RNN weights cuDNN reads are one chunk (no compaction)
 #   rnn-backward.{txt,json}: benchmarks/rnn_backward.py, the decode's LSTM backward per step and over the sequence
-# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, replay, chunks, lt, b32, bf16,
-# b256, autocast.
+#   head-ab*.{txt,json}: benchmarks/replay_ab.py --switch fold_head=false: the integration MLP's last layer and the
+#                   output layer as one map (Decoder.fold) against two, none and REPLAY_BACKENDS, every mode,
+#                   b32 and b256 fp32
+# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, replay, chunks, lt,
+# head, b32, bf16, b256, autocast. DEADLINE (s, default 560): a bench stage that would start later is skipped.
+# TESTS, TESTS_LIMIT: the tests stage's test files and time limit.
+# BENCH_BACKENDS: the b32, bf16, b256 and autocast benches' --backends (default: every backend).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT}
@@ -35,8 +40,10 @@ has() { case " $STAGES " in *" $1 "*) return 0 ;; esac; return 1; }
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 if has tests; then
   stamp "CUDA tests"
-  timeout 200 $PY -m pytest -q -p no:cacheprovider tests/core/test_trainstep.py tests/core/test_deferred.py tests/core/test_decode_rnn.py tests/core/test_replay.py tests/plugins/test_triton_step.py \
-    tests/plugins/test_deferred_kv.py tests/plugins/test_output_fold.py > "$OUT/gpu-tests.txt" 2>&1
+  # shellcheck disable=SC2086  # $TESTS is a list of test files
+  timeout "${TESTS_LIMIT:-200}" $PY -m pytest -q -p no:cacheprovider ${TESTS:-tests/core/test_trainstep.py tests/core/test_deferred.py \
+    tests/core/test_decode_rnn.py tests/core/test_replay.py tests/plugins/test_triton_step.py tests/plugins/test_deferred_kv.py \
+    tests/plugins/test_output_fold.py tests/core/test_head_fold.py} > "$OUT/gpu-tests.txt" 2>&1
   tail -3 "$OUT/gpu-tests.txt"
 fi
 if has order; then
@@ -101,6 +108,13 @@ if has replay; then
     --backends "${REPLAY_BACKENDS:-triton-step}" --out "$OUT/replay-ab-bf16.json" > "$OUT/replay-ab-bf16.txt" 2>&1
   cat "$OUT/replay-ab-bf16.txt"
 fi
+if has head; then
+  stamp "head fold A/B, fp32"
+  timeout 240 $PY benchmarks/replay_ab.py --device cuda --batch-sizes "${HEAD_BATCHES:-32,256}" --switch fold_head=false \
+    --modes train-seq,train-par,infer --backends "${REPLAY_BACKENDS:-triton-step}" --iters "$ITERS" \
+    --out "$OUT/head-ab.json" > "$OUT/head-ab.txt" 2>&1
+  cat "$OUT/head-ab.txt"
+fi
 if has chunks; then
   stamp "RNN weight chunks"
   timeout 120 $PY benchmarks/rnn_chunks.py > "$OUT/rnn-chunks.txt" 2>&1
@@ -113,18 +127,19 @@ if has rnn; then
 fi
 bench() {  # bench NAME ARGS...
   local name=$1; shift
+  if [ $(( $(date +%s) - start )) -gt "${DEADLINE:-560}" ]; then stamp "bench $name skipped: past DEADLINE"; return; fi
   stamp "bench $name"
   timeout "${BENCH_LIMIT:-200}" $PY -m quatrain bench --preset seed --device cuda --iters "$ITERS" "$@" \
     --out "$RUNS/$name.json" --markdown "$RUNS/$name.md" 2>"$RUNS/$name.log"
   echo "exit $?"; grep -E "^- best|^- inference" "$RUNS/$name.md" 2>/dev/null
 }
+has b32 && bench cuda-seed-fp32-b32 --dtype fp32 --batch-size 32 ${BENCH_BACKENDS:+--backends "$BENCH_BACKENDS"}
 if has lt; then
   bench cuda-seed-fp32-b32-lt --dtype fp32 --batch-size 32 --backends triton-step
   DISABLE_ADDMM_CUDA_LT=1 bench cuda-seed-fp32-b32-nolt --dtype fp32 --batch-size 32 --backends triton-step
 fi
-has b32 && bench cuda-seed-fp32-b32 --dtype fp32 --batch-size 32
-has bf16 && bench cuda-seed-bf16-b32 --dtype bf16 --batch-size 32
-has b256 && bench cuda-seed-fp32-b256 --dtype fp32 --batch-size 256
-has autocast && bench cuda-seed-autocast-bf16-b32 --precision bf16 --batch-size 32
+has bf16 && bench cuda-seed-bf16-b32 --dtype bf16 --batch-size 32 ${BENCH_BACKENDS:+--backends "$BENCH_BACKENDS"}
+has b256 && bench cuda-seed-fp32-b256 --dtype fp32 --batch-size 256 ${BENCH_BACKENDS:+--backends "$BENCH_BACKENDS"}
+has autocast && bench cuda-seed-autocast-bf16-b32 --precision bf16 --batch-size 32 ${BENCH_BACKENDS:+--backends "$BENCH_BACKENDS"}
 tar czf "$OUT/perf-runs.tar.gz" -C "$OUT" perf-runs && rm -rf "$RUNS"
 stamp done

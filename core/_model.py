@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import attrs
@@ -14,6 +13,7 @@ from torch import Tensor, nn
 from ._config import ModelConfig
 from ._contract import AttentionBackend, StepFn
 from ._deferred import DeferredLinears, Linear
+from ._encoder import Encoder
 from ._errors import ConfigError
 from ._mask import lengths_of
 from ._replay import Masks, replay_decode
@@ -23,13 +23,20 @@ from ._stretches import decode_stretches
 
 
 class Folded(NamedTuple):
-    """A backend's per-sequence state with its output weight folded into the integration layer."""
+    """A decode's weights folded once per decode (``Decoder.fold``); its steps read these, not the modules."""
 
     state: Any
-    weight: Tensor
-    """(H, 2H): the integration layer's first weight, its context half multiplied by the output weight."""
-    bias: Tensor
+    """The backend's per-sequence state (None without attention)."""
+    weight: Tensor | None
+    """(H, 2H): the integration layer's first weight, its context half multiplied by the backend's output
+    weight; None where that layer runs as it is (no output fold, or attention weights asked for)."""
+    bias: Tensor | None
     """(H,): that layer's bias."""
+    head: Tensor | None
+    """(E, H): the integration MLP's last layer and the output layer as one map, ``W_out W_last``; None where
+    they run as two (``Decoder.fold_head`` off)."""
+    head_bias: Tensor | None
+    """(E,): ``W_out b_last + b_out``."""
 
 
 ENGINES = ("stretches", "steps")
@@ -45,31 +52,6 @@ class AutoencoderOutput:
     """(B, Z): the sequence code."""
     attention: Tensor | None = None
     """(B, heads, T, S) decoder-step x input-token weights, only when asked for."""
-
-
-class Encoder(nn.Module):
-    """RNN over the padded batch (pads come last, none touches a real state); memory = states (+ positions)."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.rnn = make_rnn(config, config.embed_dim)
-        self.to_bottleneck = nn.Linear(config.hidden_size, config.bottleneck_dim)
-        self.memory_positions = config.memory_positions
-
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        B, T = x.shape[:2]
-        # The RNN runs over the padded batch: pads come after every real token, so no real state sees one,
-        # and z is read at each row's last real token (an empty row: at step 0; its keys are all masked).
-        # No packing, no host sync (packing needs the lengths on the CPU): a whole train step fits one CUDA
-        # graph; faster on CPU too (seed encoder, forward + backward: 0.29 s vs 0.51 s packed, 2 threads).
-        out, _ = self.rnn(x)  # (B, T, H): top-layer states
-        valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
-        memory = out * valid[..., None].to(out.dtype)  # (B, T, H), zeros at pads
-        last = out[torch.arange(B, device=x.device), (lengths - 1).clamp(min=0)]  # (B, H)
-        z = self.to_bottleneck(last)  # (B, Z)
-        if self.memory_positions:
-            memory = memory + sinusoids(T, memory.shape[-1], x.device).to(memory.dtype)
-        return z, memory
 
 
 class Decoder(nn.Module):
@@ -90,6 +72,9 @@ class Decoder(nn.Module):
         # How the 'steps' engine runs its own step. 'replay': the RNN through DecodeRNN, no autograd, training
         # replayed as one differentiated parallel pass (core/_replay.py). 'steps': ``step`` as written (A/B).
         self.step_form = "replay"
+        # The integration MLP's last linear layer and the output layer, with nothing between them, run as one
+        # map made once per decode (``fold``): one product a step fewer. False: as two (A/B, tests).
+        self.fold_head = True
         self._single_layers = SingleLayers()
         self.start = nn.Parameter(torch.randn(E) * 0.1)  # input of step 0
         self.input_proj = nn.Linear(E, H)
@@ -157,17 +142,17 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Any, Tensor | None]:
         """The step after its RNN; ``masks``: (B, H) dropout masks to apply instead of drawing them."""
         query = self._query(out, position, masks[0])  # (B, H)
+        folded = attn_state if isinstance(attn_state, Folded) else Folded(attn_state, None, None, None, None)
         weights = None
-        if isinstance(attn_state, Folded):
-            assert self.attention is not None
-            folded = attn_state
+        if folded.weight is not None:
+            assert self.attention is not None and folded.bias is not None
             hidden = self.attention.step_integrated(query, folded.state, folded.weight, folded.bias, linear)
-            hidden = self._integration(hidden, linear, list(self.integrate)[1:], masks[1])  # the rest of the MLP
-            return linear(hidden, self.out.weight, self.out.bias), state, None
-        if self.attention is not None:
-            context, weights = self.attention.step(query, attn_state, need_weights)
-            query = torch.cat([query, context], dim=-1)  # (B, 2H)
-        return linear(self._integration(query, linear, None, masks[1]), self.out.weight, self.out.bias), state, weights
+        else:
+            if self.attention is not None:
+                context, weights = self.attention.step(query, folded.state, need_weights)
+                query = torch.cat([query, context], dim=-1)  # (B, 2H)
+            hidden = linear(query, self.integrate[0].weight, self.integrate[0].bias)
+        return self._head(hidden, folded, linear, masks[1]), state, weights
 
     def _query(self, out: Tensor, position: Tensor, mask: Tensor | None) -> Tensor:
         """The RNN's output, dropped out (with ``mask`` if given), plus its position: the attention's query.
@@ -176,33 +161,37 @@ class Decoder(nn.Module):
             return (self.dropout(out) if mask is None else out * mask) + position
         return torch.addcmul(position, out, mask)
 
-    def _integration(
-        self, hidden: Tensor, linear: Linear, layers: Iterable[nn.Module] | None = None, mask: Tensor | None = None
-    ) -> Tensor:
-        """The integration MLP (or ``layers`` of it), its linear layers applied by ``linear``, its dropout by
-        ``mask`` if given."""
-        for layer in self.integrate if layers is None else layers:
-            if isinstance(layer, nn.Linear):
-                hidden = linear(hidden, layer.weight, layer.bias)
-            else:
-                hidden = hidden * mask if isinstance(layer, nn.Dropout) and mask is not None else layer(hidden)
-        return hidden
+    def _head(self, hidden: Tensor, folded: Folded, linear: Linear, mask: Tensor | None = None) -> Tensor:
+        """The decoder after the integration MLP's first layer (..., H) -> (..., E): the MLP's activation and
+        dropout (by ``mask`` if given), then its last layer and the output layer, folded or as two."""
+        for layer in list(self.integrate)[1:-1]:
+            hidden = hidden * mask if isinstance(layer, nn.Dropout) and mask is not None else layer(hidden)
+        if folded.head is not None:
+            return linear(hidden, folded.head, folded.head_bias)
+        last = self.integrate[-1]
+        return linear(linear(hidden, last.weight, last.bias), self.out.weight, self.out.bias)
 
-    def fold(self, attn_state: Any) -> Any:
-        """``attn_state`` with the backend's output weight folded into the integration layer's first
-        matrix (``AttentionBackend.output_weight``), once per decode; unchanged for a backend without one."""
+    def fold(self, attn_state: Any, need_weights: bool = False) -> Folded:
+        """The decode's folded weights (``Folded``), made once per decode, with autograd: the gradients of
+        the weights they come from flow through the products. The integration MLP's last layer and the output
+        layer as one map (unless ``fold_head`` is off); the backend's output weight multiplied into the
+        integration layer's first matrix (``AttentionBackend.output_weight``), unless the backend declares
+        none or attention weights are asked for (the backend's ``step`` returns them with its own output)."""
+        head: Tensor | None = None
+        head_bias: Tensor | None = None
+        weight: Tensor | None = None
+        bias: Tensor | None = None
+        if self.fold_head:
+            last, out = self.integrate[-1], self.out
+            assert isinstance(last, nn.Linear) and last.bias is not None and out.bias is not None
+            head, head_bias = out.weight @ last.weight, torch.addmv(out.bias, out.weight, last.bias)
         name = type(self.attention).output_weight if self.attention is not None else None
-        if name is None:
-            return attn_state
-        first, bias, H = self.integrate[0].weight, self.integrate[0].bias, self.hidden_size
-        assert isinstance(first, Tensor) and isinstance(bias, Tensor)  # (H, 2H): [query part | context part]
-        weight = torch.cat([first[:, :H], first[:, H:] @ getattr(self.attention, name).weight], 1)
-        return Folded(attn_state, weight, bias)
-
-    def _integrate_folded(self, joined: Tensor, folded: Folded, mask: Tensor | None = None) -> Tensor:
-        """The integration MLP on ``[queries | contexts]`` (..., 2H), its first layer's weight folded."""
-        hidden = F.linear(joined, folded.weight, folded.bias)
-        return self._integration(hidden, F.linear, list(self.integrate)[1:], mask)
+        if name is not None and not need_weights:
+            first, first_bias, H = self.integrate[0].weight, self.integrate[0].bias, self.hidden_size
+            assert isinstance(first, Tensor) and isinstance(first_bias, Tensor)  # (H, 2H): [query | context part]
+            bias = first_bias
+            weight = torch.cat([first[:, :H], first[:, H:] @ getattr(self.attention, name).weight], 1)
+        return Folded(attn_state, weight, bias, head, head_bias)
 
     def run(
         self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False
@@ -224,15 +213,18 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """``run`` after its RNN, for every step at once: RNN outputs (B, n, H) -> outputs (B, n, E)."""
         queries = self._query(out, positions, masks[0])
+        folded = attn_state if isinstance(attn_state, Folded) else Folded(attn_state, None, None, None, None)
         weights = None
-        if isinstance(attn_state, Folded):
+        if folded.weight is not None:
             assert self.attention is not None
-            joined = torch.cat([queries, self.attention.parallel_context(queries, attn_state.state)], dim=-1)
-            return self.out(self._integrate_folded(joined, attn_state, masks[1])), None
-        if self.attention is not None:
-            context, weights = self.attention.parallel(queries, attn_state, need_weights)
-            queries = torch.cat([queries, context], dim=-1)
-        return self.out(self._integration(queries, F.linear, None, masks[1])), weights
+            joined = torch.cat([queries, self.attention.parallel_context(queries, folded.state)], dim=-1)
+            hidden = F.linear(joined, folded.weight, folded.bias)
+        else:
+            if self.attention is not None:
+                context, weights = self.attention.parallel(queries, folded.state, need_weights)
+                queries = torch.cat([queries, context], dim=-1)
+            hidden = self.integrate[0](queries)
+        return self._head(hidden, folded, F.linear, masks[1]), weights
 
     def engine_for(self, device: torch.device) -> str:
         """The engine (see ``ENGINES``) the sequential decode uses on ``device``."""
@@ -257,8 +249,7 @@ class Decoder(nn.Module):
         B = z.shape[0]
         state = self.initial_state(z)
         attn_state = self.attention.prepare(memory, key_mask) if self.attention is not None else None
-        if not need_weights:
-            attn_state = self.fold(attn_state)
+        attn_state = self.fold(attn_state, need_weights)
         positions = sinusoids(length, self.hidden_size, z.device).to(memory.dtype)
         start = self.start.to(memory.dtype).expand(B, -1)
         forced = targets is not None and teacher_forcing > 0.0

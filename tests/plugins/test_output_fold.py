@@ -88,6 +88,7 @@ def test_the_output_projection_runs_once_per_decode_not_per_step(registry, backe
 
 def test_a_backend_without_an_output_weight_is_not_folded(registry):
     model = quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny"), "naive")
-    assert model.decoder.fold("state") == "state"
+    folded = model.decoder.fold("state")
+    assert folded.state == "state" and folded.weight is None and folded.bias is None
     with pytest.raises(NotImplementedError, match="declares no output fold"):
         model.decoder.attention.step_context(torch.zeros(1, 32), None)
