@@ -51,9 +51,9 @@ def replay_decode(
     """
     length = positions.shape[0]
     layers = decoder._single_layers(decoder.rnn, decoder.input_proj, start)
-    decode = DecodeRNN(decoder.rnn, layers, decoder.input_proj, state, length)
-    masks = dropout_masks(decoder, (length, start.shape[0], decoder.hidden_size), decode.dtype, start.device)
     replay = torch.is_grad_enabled()
+    decode = DecodeRNN(decoder.rnn, layers, decoder.input_proj, state, length, keep=replay)
+    masks = dropout_masks(decoder, (length, start.shape[0], decoder.hidden_size), decode.dtype, start.device)
     read = [start]  # what each step reads; a forced step's target keeps its gradient (the where is recorded)
     outputs: list[Tensor] = []  # without a replay: the steps' own outputs
     for t in range(length):

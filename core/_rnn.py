@@ -185,10 +185,17 @@ class DecodeRNN:
         projection: the input projection (``nn.Linear``) applied to each step's input before the RNN.
         state: the initial state, h (L, B, H) or (h, c).
         length: the number of steps; the inter-layer dropout's masks are drawn for all of them at once.
+        keep: keep every step's output for ``sequence`` (a replay follows); False (inference): keep none.
     """
 
     def __init__(
-        self, rnn: nn.RNNBase, layers: list[nn.RNNBase], projection: nn.Linear, state: Any, length: int
+        self,
+        rnn: nn.RNNBase,
+        layers: list[nn.RNNBase],
+        projection: nn.Linear,
+        state: Any,
+        length: int,
+        keep: bool = True,
     ) -> None:
         h0, c0 = state if isinstance(rnn, nn.LSTM) else (state, None)
         self.dtype: torch.dtype = next(layers[0].parameters()).dtype
@@ -212,11 +219,13 @@ class DecodeRNN:
         p = rnn.dropout if rnn.training and rnn.num_layers > 1 else 0.0
         shape = (rnn.num_layers - 1, length, h0.shape[1], rnn.hidden_size)  # (L - 1, T, B, H)
         self.masks = torch.empty(shape, dtype=self.dtype, device=h0.device).bernoulli_(1 - p).div_(1 - p) if p else None
+        self.keep, self.steps = keep, 0
         self.outputs: list[Tensor] = []
 
     def advance(self, inp: Tensor) -> Tensor:
         """One step without autograd: input (B, E) -> the top layer's output (B, H), in ``dtype``."""
-        t = len(self.outputs)
+        t = self.steps
+        self.steps += 1
         with torch.no_grad(), torch.autocast(inp.device.type, enabled=False):
             x = inp.to(self.dtype)
             for layer, module in enumerate(self.layers):
@@ -224,7 +233,8 @@ class DecodeRNN:
                     x = x * self.masks[layer - 1, t]
                 out, self.states[layer] = module(x.unsqueeze(1), self.states[layer])
                 x = out.squeeze(1)
-        self.outputs.append(x)
+        if self.keep:
+            self.outputs.append(x)
         return x
 
     def sequence(self, inputs: Tensor) -> Tensor:
@@ -234,6 +244,8 @@ class DecodeRNN:
             inputs: (B, T, E), the inputs the steps read, in order, as autograd should see them (step 0's
                 may be the decoder's start vector, a forced step's a target that needs a gradient).
         """
+        if not self.keep:
+            raise RuntimeError("this DecodeRNN keeps no outputs (keep=False): nothing to hand autograd")
         weight, bias = self.projection.weight, self.projection.bias
         out: Tensor = _Sequence.apply(self, inputs, self.h0, self.c0, weight, bias, *self.params)
         return out

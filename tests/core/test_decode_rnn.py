@@ -60,6 +60,26 @@ def test_the_one_call_backward_equals_autograd_through_the_steps(kind, rnn_bias,
         torch.testing.assert_close(g, w)
 
 
+def test_an_inference_decode_keeps_no_outputs_and_steps_the_same():
+    """keep=False (no replay follows): the same steps, dropout masks indexed by the step count, no output
+    held for ``sequence``, which refuses."""
+    rnn = nn.LSTM(4, 4, 2, batch_first=True, dropout=0.5).double().train()
+    projection = nn.Linear(3, 4).double()
+    state = tuple(torch.randn(2, 2, 4, dtype=torch.float64) for _ in range(2))
+    inputs = torch.randn(2, 5, 3, dtype=torch.float64)
+    outs = []
+    for keep in (True, False):
+        torch.manual_seed(1)  # the same masks
+        decode = DecodeRNN(
+            rnn, single_layers(rnn, projection, inputs.device, torch.float64), projection, state, 5, keep
+        )
+        outs.append(torch.stack([decode.advance(inputs[:, t]) for t in range(5)], 1))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    assert decode.outputs == [] and decode.steps == 5
+    with pytest.raises(RuntimeError, match="keeps no outputs"):
+        decode.sequence(inputs)
+
+
 def test_single_layers_keep_the_rnns_kind_and_settings():
     """The first takes the projection's input, with a bias if the RNN or the projection has one."""
     rnn = nn.RNN(3, 4, 2, nonlinearity="relu", bias=False, batch_first=True)
