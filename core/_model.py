@@ -100,15 +100,17 @@ class Decoder(nn.Module):
         self,
         inp: Tensor,
         state: Any,
-        attn_state: Any,
+        attn_state: Folded,
         position: Tensor,
         need_weights: bool = False,
         linear: Linear = F.linear,
     ) -> tuple[Tensor, Any, Tensor | None]:
         """One decoder step: input (B, E) -> output (B, E); weights (B, heads, S) if asked and attending.
 
-        ``linear`` applies the step's own linear layers (input, integration, output): ``F.linear``, or one
-        decode's ``DeferredLinears``, which defers their weight gradients to one product after the last step.
+        ``attn_state`` is the decode's ``Folded`` (``fold``): the backend's per-sequence state and the weights
+        made once per decode. ``linear`` applies the step's own linear layers (input, integration, head):
+        ``F.linear``, or one decode's ``DeferredLinears``, which defers their weight gradients to one product
+        after the last step.
         """
         out, state = self.rnn(linear(inp, self.input_proj.weight, self.input_proj.bias).unsqueeze(1), state)
         return self._attend(out.squeeze(1), state, attn_state, position, need_weights, linear)
@@ -117,7 +119,7 @@ class Decoder(nn.Module):
         self,
         inp: Tensor,
         state: Any,
-        attn_state: Any,
+        attn_state: Folded,
         position: Tensor,
         need_weights: bool = False,
         linear: Linear = F.linear,
@@ -134,7 +136,7 @@ class Decoder(nn.Module):
         self,
         out: Tensor,
         state: Any,
-        attn_state: Any,
+        attn_state: Folded,
         position: Tensor,
         need_weights: bool,
         linear: Linear,
@@ -142,8 +144,7 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Any, Tensor | None]:
         """The step after its RNN; ``masks``: (B, H) dropout masks to apply instead of drawing them."""
         query = self._query(out, position, masks[0])  # (B, H)
-        folded = attn_state if isinstance(attn_state, Folded) else Folded(attn_state, None, None, None, None)
-        weights = None
+        folded, weights = attn_state, None
         if folded.weight is not None:
             assert self.attention is not None and folded.bias is not None
             hidden = self.attention.step_integrated(query, folded.state, folded.weight, folded.bias, linear)
@@ -194,7 +195,7 @@ class Decoder(nn.Module):
         return Folded(attn_state, weight, bias, head, head_bias)
 
     def run(
-        self, inputs: Tensor, state: Any, attn_state: Any, positions: Tensor, need_weights: bool = False
+        self, inputs: Tensor, state: Any, attn_state: Folded, positions: Tensor, need_weights: bool = False
     ) -> tuple[Tensor, Any, Tensor | None]:
         """Consecutive steps at once when their inputs are known: one RNN call, their queries attend together.
 
@@ -209,12 +210,11 @@ class Decoder(nn.Module):
         return y, state, weights
 
     def _parallel_tail(
-        self, out: Tensor, attn_state: Any, positions: Tensor, need_weights: bool, masks: Masks = NO_MASKS
+        self, out: Tensor, attn_state: Folded, positions: Tensor, need_weights: bool, masks: Masks = NO_MASKS
     ) -> tuple[Tensor, Tensor | None]:
         """``run`` after its RNN, for every step at once: RNN outputs (B, n, H) -> outputs (B, n, E)."""
         queries = self._query(out, positions, masks[0])
-        folded = attn_state if isinstance(attn_state, Folded) else Folded(attn_state, None, None, None, None)
-        weights = None
+        folded, weights = attn_state, None
         if folded.weight is not None:
             assert self.attention is not None
             joined = torch.cat([queries, self.attention.parallel_context(queries, folded.state)], dim=-1)
@@ -248,8 +248,8 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         B = z.shape[0]
         state = self.initial_state(z)
-        attn_state = self.attention.prepare(memory, key_mask) if self.attention is not None else None
-        attn_state = self.fold(attn_state, need_weights)
+        prepared = self.attention.prepare(memory, key_mask) if self.attention is not None else None
+        attn_state = self.fold(prepared, need_weights)
         positions = sinusoids(length, self.hidden_size, z.device).to(memory.dtype)
         start = self.start.to(memory.dtype).expand(B, -1)
         forced = targets is not None and teacher_forcing > 0.0

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ._rnn import DecodeRNN
 
 if TYPE_CHECKING:
-    from ._model import Decoder
+    from ._model import Decoder, Folded
 
 Masks = tuple[Tensor | None, Tensor | None]
 """A decode's dropout masks, already scaled: the queries' and the integration layer's, or None where that
@@ -31,7 +31,7 @@ dropout is off. Drawn (T, B, H), so that a step's are contiguous."""
 def replay_decode(
     decoder: Decoder,
     state: Any,
-    attn_state: Any,
+    attn_state: Folded,
     start: Tensor,
     targets: Tensor | None,
     coins: Tensor | None,
@@ -43,7 +43,7 @@ def replay_decode(
     Args:
         decoder: the decoder (its RNN runs through a ``DecodeRNN``; after it, each step is
             ``Decoder._attend`` and the replay ``Decoder._parallel_tail``).
-        state: the RNN's initial state; attn_state: the backend's per-sequence state (folded or not).
+        state: the RNN's initial state; attn_state: the decode's ``Folded`` (``Decoder.fold``).
         start: step 0's input (B, E); targets: (B, T, E), what a forced step t reads at t - 1.
         coins: (T,) bool on the device, True where step t reads the target; None: every step after the
             first reads the previous output.

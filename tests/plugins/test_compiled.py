@@ -22,7 +22,7 @@ def _step_inputs(model: quatrain.Autoencoder, B: int = 3, S: int = 5):
     key_mask = torch.ones(B, S, dtype=torch.bool)
     key_mask[0, 2:] = False
     state = decoder.initial_state(torch.randn(B, model.config.bottleneck_dim))
-    attn_state = decoder.attention.prepare(memory, key_mask)
+    attn_state = decoder.fold(decoder.attention.prepare(memory, key_mask))  # as the decoder's forward passes it
     return torch.randn(B, model.config.embed_dim), state, attn_state, torch.randn(model.config.hidden_size), False
 
 
