@@ -19,9 +19,9 @@
 #                   against autograd through every step, none and REPLAY_BACKENDS, b32 and b256 fp32, b32 bf16 autocast
 #   rnn-chunks.txt  benchmarks/rnn_chunks.py: whether the RNN weights cuDNN reads are one chunk (no compaction)
 #   rnn-backward.{txt,json}: benchmarks/rnn_backward.py, the decode's LSTM backward per step and over the sequence
-#   head-ab*.{txt,json}: benchmarks/replay_ab.py --switch fold_head=false: the integration MLP's last layer and the
+#   head-ab.{txt,json}: benchmarks/replay_ab.py --switch fold_head=false: the integration MLP's last layer and the
 #                   output layer as one map (Decoder.fold) against two, none and REPLAY_BACKENDS, every mode,
-#                   b32 and b256 fp32
+#                   fp32 at HEAD_BATCHES (default 32,256)
 # STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, replay, chunks, lt,
 # head, b32, bf16, b256, autocast. DEADLINE (s, default 560): a bench stage that would start later is skipped.
 # TESTS, TESTS_LIMIT: the tests stage's test files and time limit.

@@ -136,7 +136,7 @@ class Decoder(nn.Module):
         self,
         out: Tensor,
         state: Any,
-        attn_state: Folded,
+        folded: Folded,
         position: Tensor,
         need_weights: bool,
         linear: Linear,
@@ -144,7 +144,7 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Any, Tensor | None]:
         """The step after its RNN; ``masks``: (B, H) dropout masks to apply instead of drawing them."""
         query = self._query(out, position, masks[0])  # (B, H)
-        folded, weights = attn_state, None
+        weights = None
         if folded.weight is not None:
             assert self.attention is not None and folded.bias is not None
             hidden = self.attention.step_integrated(query, folded.state, folded.weight, folded.bias, linear)
@@ -210,11 +210,11 @@ class Decoder(nn.Module):
         return y, state, weights
 
     def _parallel_tail(
-        self, out: Tensor, attn_state: Folded, positions: Tensor, need_weights: bool, masks: Masks = NO_MASKS
+        self, out: Tensor, folded: Folded, positions: Tensor, need_weights: bool, masks: Masks = NO_MASKS
     ) -> tuple[Tensor, Tensor | None]:
         """``run`` after its RNN, for every step at once: RNN outputs (B, n, H) -> outputs (B, n, E)."""
         queries = self._query(out, positions, masks[0])
-        folded, weights = attn_state, None
+        weights = None
         if folded.weight is not None:
             assert self.attention is not None
             joined = torch.cat([queries, self.attention.parallel_context(queries, folded.state)], dim=-1)

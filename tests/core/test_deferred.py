@@ -123,7 +123,6 @@ def test_no_deferral_without_gradients_or_for_a_wrapped_step(tiny, make_batch, m
     """Inference builds none; nor does a decode whose step a backend wrapped (it runs the step as it wants),
     nor a replayed one (core/_replay.py: no step is differentiated); a decode differentiated step by step
     builds one."""
-    made = made_deferrals
     base = registry.backend("cached-decoder").cls
 
     class Wrapping(base):
@@ -134,14 +133,14 @@ def test_no_deferral_without_gradients_or_for_a_wrapped_step(tiny, make_batch, m
     plain = quatrain.Autoencoder(tiny, "cached-decoder", engine="steps")
     with torch.no_grad():
         plain(x, mask, teacher_forcing=0.5)
-    assert made == []
+    assert made_deferrals == []
     quatrain.Autoencoder(tiny, Wrapping, engine="steps")(x, mask, teacher_forcing=0.5).reconstruction.sum().backward()
-    assert made == []
+    assert made_deferrals == []
     plain(x, mask, teacher_forcing=0.5).reconstruction.sum().backward()
-    assert made == []
+    assert made_deferrals == []
     plain.decoder.step_form = "steps"
     plain(x, mask, teacher_forcing=0.5).reconstruction.sum().backward()
-    assert len(made) == 1
+    assert len(made_deferrals) == 1
 
 
 @pytest.mark.parametrize("engine", ["steps", "stretches"])

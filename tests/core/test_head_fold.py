@@ -15,9 +15,9 @@ from tests.conftest import random_batch
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _outputs_and_grads(model, x, mask, teacher_forcing, need_weights=False):
+def _outputs_and_grads(model, x, mask, teacher_forcing):
     torch.manual_seed(1)  # the same coins and dropout masks for both models
-    out = model(x, mask, teacher_forcing=teacher_forcing, need_weights=need_weights).reconstruction
+    out = model(x, mask, teacher_forcing=teacher_forcing).reconstruction
     weights = torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)
     return out, torch.autograd.grad((out * weights).sum(), list(model.parameters()))
 

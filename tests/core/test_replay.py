@@ -131,7 +131,6 @@ def test_inference_through_the_decode_rnn_equals_the_plain_step(tiny, make_batch
 def test_a_backend_without_a_parallel_decode_is_differentiated_step_by_step(tiny, make_batch, made_deferrals, registry):
     """The replay needs the backend's parallel decode: without it, each step is differentiated (its linear
     layers deferred), and the result is still autograd's."""
-    made = made_deferrals
     base = registry.backend("cached-decoder").cls
 
     class Stepwise(base):
@@ -143,7 +142,7 @@ def test_a_backend_without_a_parallel_decode_is_differentiated_step_by_step(tiny
     reference = quatrain.Autoencoder(config, "cached-decoder", engine="steps").double()
     reference.load_state_dict(model.state_dict())
     loss, grads = decode_and_grads(model, x.double(), mask)
-    assert len(made) == 1
+    assert len(made_deferrals) == 1
     want_loss, want = decode_and_grads(reference, x.double(), mask)
     torch.testing.assert_close(loss, want_loss)
     for name in want:
