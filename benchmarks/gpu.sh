@@ -45,6 +45,6 @@ fi
 
 if [ "$DEVICE" = cuda ] && [ -n "${TF32:-}" ]; then  # float32 with TF32 matmuls, in whatever time is left
   left=$(( ${BUDGET_S:-585} - ($(date +%s) - start) ))
-  [ "$left" -gt 60 ] && BACKENDS=${TF32_BACKENDS:-$BACKENDS} bench "$DEVICE-$PRESET-fp32-tf32" "$left" --dtype fp32 --tf32
+  [ "$left" -gt 60 ] && BACKENDS=${TF32_BACKENDS:-$BACKENDS} bench "$DEVICE-$PRESET-fp32-tf32" "$left" --dtype fp32 --precision tf32
 fi
 stamp done

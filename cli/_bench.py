@@ -188,11 +188,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp32", show_default=True, help="Model dtype.")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
+    type=click.Choice(["fp32", "tf32", "bf16"]),
     default="fp32",
     show_default=True,
-    help="bf16: float32 weights and the forward under bf16 autocast, as `quatrain train --precision bf16` runs "
-    "(--dtype bf16 instead makes the whole model bfloat16).",
+    help="As `quatrain train --precision` runs: tf32, float32 matmuls on TF32 tensor cores too (CUDA; cuDNN's "
+    "RNNs already use them); bf16, float32 weights and the forward under bf16 autocast (--dtype bf16 instead "
+    "makes the whole model bfloat16).",
 )
 @click.option("--backends", "backend_list", default=None, metavar="A,B", help="Backends to run (default: all).")
 @click.option(
@@ -205,9 +206,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch [torch's default].")
 @click.option("--no-graph", is_flag=True, help="On CUDA, run steps eagerly instead of replaying CUDA graphs.")
-@click.option(
-    "--tf32", is_flag=True, help="On CUDA, let float32 matmuls use TF32 tensor cores (cuDNN RNNs already do)."
-)
 @json_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
 @click.option(
@@ -228,7 +226,6 @@ def bench(
     heads: int | None,
     threads: int | None,
     no_graph: bool,
-    tf32: bool,
     as_json: bool,
     out: Path | None,
     markdown: Path | None,
@@ -247,8 +244,10 @@ def bench(
     if plot_path is not None and importlib.util.find_spec("matplotlib") is None:  # fail before minutes of work
         raise click.ClickException("--plot needs matplotlib, which is not installed (pip install 'quatrain[plot]')")
     device = device or detect_hardware().device
-    if precision == "bf16" and dtype != "fp32":
-        raise click.BadParameter("bf16 autocasts a float32 model; leave --dtype at fp32", param_hint="--precision")
+    if precision != "fp32" and dtype != "fp32":
+        raise click.BadParameter(f"{precision} runs a float32 model; leave --dtype at fp32", param_hint="--precision")
+    if precision == "tf32" and device != "cuda":
+        raise click.BadParameter(f"TF32 is NVIDIA GPU arithmetic; there is none on {device}", param_hint="--precision")
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list is not None else None
     if names is not None and not names:
         raise click.BadParameter("names no backend; leave it out to run them all", param_hint="--backends")
@@ -266,8 +265,6 @@ def bench(
     on_gpu = device == "cuda"
     if threads is not None:
         torch.set_num_threads(threads)
-    if tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
 
     with StepProgress() as progress:
         report = run_bench(

@@ -23,11 +23,11 @@ from ._common import emit_json, json_option
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="Default: the best one here.")
 @click.option(
     "--dtype",
-    type=click.Choice(sorted(DTYPES)),
+    type=click.Choice(sorted({*DTYPES, "tf32"})),
     default="fp32",
     show_default=True,
-    help="bf16: a job that autocasts float32 weights, as `train --precision bf16` runs (timed that way; checked "
-    "against naive in bfloat16).",
+    help="The job's precision, as `train --precision` runs it and timed that way: bf16, float32 weights under bf16 "
+    "autocast (checked against naive in bfloat16); tf32, float32 matmuls on TF32 tensor cores (CUDA).",
 )
 @click.option("--train/--infer", "train", default=True, help="Choose for training steps (default) or for inference.")
 @click.option(
@@ -86,10 +86,14 @@ def select(
     if force and backend == "auto":
         raise click.UsageError("--force applies to a named backend (--backend NAME), not to 'auto'")
     config = ModelConfig.from_json(config_path) if config_path is not None else ModelConfig.preset(preset or "seed")
+    device = device or detect_hardware().device
+    if dtype == "tf32" and device != "cuda":
+        raise click.BadParameter(f"TF32 is NVIDIA GPU arithmetic; there is none on {device}", param_hint="--dtype")
     job = Job(
         config=config,
-        device=device or detect_hardware().device,
-        dtype=DTYPES[dtype],
+        device=device,
+        dtype=DTYPES["fp32" if dtype == "tf32" else dtype],
+        tf32=dtype == "tf32",
         mode="train" if train else "infer",
         teacher_forcing=teacher_forcing if train else 0.0,
         steps=steps,
@@ -113,7 +117,8 @@ def select(
     what = f"train (teacher forcing {job.teacher_forcing})" if train else "inference"
     click.echo(f"backend: {selection.backend} ({source})")
     click.echo(
-        f"job: {preset or (config_path.name if config_path else 'seed')}, {job.device} {job.dtype}, {what}, "
+        f"job: {preset or (config_path.name if config_path else 'seed')}, {job.device} {job.dtype}"
+        f"{' (TF32)' if job.tf32 else ''}, {what}, "
         f"batch {job.batch_size} x {config.max_len}, {job.steps} steps"
     )
     for line in selection.lines():

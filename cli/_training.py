@@ -132,10 +132,11 @@ _FIELDS = {
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
+    type=click.Choice(["fp32", "tf32", "bf16"]),
     default="fp32",
     show_default=True,
-    help="fp32, or bf16 autocast for the forward pass (loss and optimiser stay float32).",
+    help="fp32; tf32, float32 matmuls on TF32 tensor cores (NVIDIA GPUs); or bf16 autocast for the forward pass "
+    "(loss and optimiser stay float32).",
 )
 @click.option(
     "--seed",

@@ -19,8 +19,9 @@ from ._errors import CheckpointError, ConfigError
 from ._loss import reconstruction_loss
 from ._metrics import NeighbourRanks, word_ranks
 from ._model import Autoencoder
+from ._precision import autocast, step_precision
 from ._recipe import TrainConfig, prepare_data, resolve_device
-from ._trainstep import InferenceStep, autocast, synchronize
+from ._trainstep import InferenceStep, synchronize
 from .data import PoetryData
 
 SETTLE_ROWS = 2**16
@@ -136,7 +137,7 @@ class SplitEvaluator:
                 if teacher_forcing == 0.0:
                     pred = self.step.run(batch)
                 else:
-                    with torch.no_grad(), autocast(self.device, self.precision):
+                    with torch.no_grad(), step_precision(self.precision), autocast(self.device, self.precision):
                         pred = self.model(batch.x, batch.mask, teacher_forcing=teacher_forcing).reconstruction.float()
                 self._add(scalars, position, i, pred, batch)
             self._settle(scalars)
@@ -230,7 +231,7 @@ def evaluate(
         words: also measure nearest-word top-1/top-5 against the whole embedding vocabulary.
         word_sample: measure word accuracy on this many tokens only (a fixed sample; 0 = all).
         device: where to run (default: the model's device).
-        precision: 'fp32' or 'bf16' autocast.
+        precision: 'fp32', 'tf32' (CUDA only) or 'bf16' autocast (``quatrain._precision``).
         dist: in a distributed job, each rank measures every world_size-th window and the sums are
             reduced, so every rank returns the whole split's metrics.
         step: an ``InferenceStep`` of ``model`` to decode with (default: a new one, capturing CUDA graphs

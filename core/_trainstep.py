@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
-from typing import Any
 
 import attrs
 import torch
@@ -28,15 +26,14 @@ from ._graphs import Graphed
 from ._graphs import GraphFallbackWarning as GraphFallbackWarning
 from ._loss import reconstruction_loss
 from ._model import Autoencoder
+from ._precision import PRECISIONS, autocast, precision_problem, step_precision
 
 log = logging.getLogger(__name__)
 
 
-def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    """bf16 autocast for 'bf16' (cache off: a captured graph must not keep casts of old weights), else off."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
-    return torch.autocast(device_type=device.type, enabled=False)
+def _check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS or (precision == "tf32" and device.type != "cuda"):
+        raise ValueError(f"precision {precision!r}: {precision_problem(precision, 'lstm', device)}")
 
 
 class _Step:
@@ -76,7 +73,8 @@ class TrainStep(_Step):
         cuda_graph: capture the whole step after ``warmup`` eager steps per shape (CUDA only; elsewhere
             it warns once and runs eagerly).
         warmup: eager steps before a capture (real steps, counted).
-        precision: 'fp32', or 'bf16' autocast for the forward (the loss and AdamW stay float32).
+        precision: 'fp32'; 'tf32', float32 matmuls on TF32 tensor cores, forward and backward (CUDA only);
+            or 'bf16' autocast for the forward (the loss and AdamW stay float32). See ``quatrain._precision``.
         dist: in a data-parallel job, gradients are summed over the ranks after backward (each rank's
             loss carries its share of the step's tokens, ``Batch.weight``), inside the graph with NCCL.
 
@@ -103,6 +101,7 @@ class TrainStep(_Step):
         self.dist = dist if dist is not None and dist.is_distributed else None
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.device = self._params[0].device
+        _check_precision(precision, self.device)
         graphs = cuda_graph and self.device.type == "cuda"
         # On CUDA the learning rate lives in a device tensor (so set_lr works under replay) and AdamW keeps
         # its step counters on the device (capturable), as a graph needs.
@@ -141,14 +140,15 @@ class TrainStep(_Step):
     def _step(self, x: Tensor, mask: Tensor, weight: Tensor | None) -> Tensor:
         # Grads stay allocated (zeroed, not freed) when graphs are wanted: a graph owns their memory.
         self.optimizer.zero_grad(set_to_none=not self._runner.want_graph)
-        with autocast(self.device, self.precision):
-            out = self.model(x, mask, teacher_forcing=self.teacher_forcing)
-        self.output = out.reconstruction.detach()  # under replay: the graph's buffer, rewritten per step
-        loss = reconstruction_loss(out.reconstruction.float(), x.float(), mask)
-        tokens = mask.sum()
-        self._loss_sum += loss.detach().to(self._loss_sum.dtype) * tokens
-        self._tokens += tokens
-        (loss if weight is None else loss * weight).backward()
+        with step_precision(self.precision):
+            with autocast(self.device, self.precision):
+                out = self.model(x, mask, teacher_forcing=self.teacher_forcing)
+            self.output = out.reconstruction.detach()  # under replay: the graph's buffer, rewritten per step
+            loss = reconstruction_loss(out.reconstruction.float(), x.float(), mask)
+            tokens = mask.sum()
+            self._loss_sum += loss.detach().to(self._loss_sum.dtype) * tokens
+            self._tokens += tokens
+            (loss if weight is None else loss * weight).backward()
         if self.dist is not None:
             sum_gradients(self.dist, self._params)
         if self.clip:
@@ -173,7 +173,7 @@ class InferenceStep(_Step):
         model: the autoencoder, on its device and dtype; it is switched to eval mode.
         cuda_graph: capture the forward after ``warmup`` eager calls per shape (CUDA only).
         warmup: eager calls before a capture.
-        precision: 'fp32' or 'bf16' autocast.
+        precision: 'fp32', 'tf32' (CUDA only) or 'bf16' autocast, as ``TrainStep``'s.
 
     Calling it returns the reconstruction (B, T, E).
     """
@@ -184,10 +184,11 @@ class InferenceStep(_Step):
         self.model = model.eval()
         self.precision = precision
         self.device = next(model.parameters()).device
+        _check_precision(precision, self.device)
         self._runner = Graphed(self._forward, cuda_graph=cuda_graph, warmup=warmup, what="inference step")
 
     def _forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        with torch.no_grad(), autocast(self.device, self.precision):
+        with torch.no_grad(), step_precision(self.precision), autocast(self.device, self.precision):
             return self.model(x, mask, teacher_forcing=0.0).reconstruction.float()
 
     def prepare(self, batch: Batch) -> bool:

@@ -26,7 +26,7 @@ from torch import Tensor
 from quatrain import ConfigError, ModelConfig
 from quatrain._checkpoint import quatrain_version
 from quatrain._compare import Comparison
-from quatrain._rnn import autocast_problem
+from quatrain._precision import PRECISIONS, precision_problem
 
 from ._check import REFERENCE, check_against, probe_batch
 from ._discovery import Registry, get_registry
@@ -103,8 +103,9 @@ def run_bench(
     Args:
         config: the model (a preset's config); the batch is (batch_size, config.max_len).
         device, dtype: where and in what precision every variant runs (the whole model in ``dtype``).
-        precision: the step engine's: 'fp32', or 'bf16', the forward under bf16 autocast over ``dtype``
-            float32 weights, as ``quatrain train --precision bf16`` trains (the checks against naive too).
+        precision: the step engine's, as ``quatrain train --precision`` runs it (``quatrain._precision``): 'fp32';
+            'tf32', float32 matmuls on TF32 tensor cores (CUDA); or 'bf16', the forward under bf16 autocast
+            over float32 weights (the checks against naive too; 'tf32' is checked in full float32).
         backends: names to run (default: every registered backend); unavailable ones are reported with reasons.
         iters: timed calls per variant and mode.
         warmup: calls before the timed ones, timed separately (on CUDA the last one captures the graph).
@@ -114,10 +115,10 @@ def run_bench(
     Raises:
         UnknownBackendError: a name in ``backends`` is not registered.
     """
-    if precision not in ("fp32", "bf16") or (precision == "bf16" and dtype != torch.float32):
-        raise ValueError(f"precision must be 'fp32', or 'bf16' over float32 weights; got {precision!r} over {dtype}")
-    if precision == "bf16" and (problem := autocast_problem(config.rnn, torch.device(device))) is not None:
-        raise ConfigError(f"precision 'bf16': {problem}")
+    if precision not in PRECISIONS or (precision != "fp32" and dtype != torch.float32):
+        raise ValueError(f"precision must be 'fp32', or 'tf32'/'bf16' over float32 weights; got {precision!r}, {dtype}")
+    if (problem := precision_problem(precision, config.rnn, torch.device(device))) is not None:
+        raise ConfigError(f"precision {precision!r}: {problem}")
     registry = registry or get_registry()
     hardware = detect_hardware()
     dev = torch.device(device)
@@ -193,6 +194,8 @@ def run_bench(
         config, names, timings, checks, unavailable, registry, device, dtype, iters, warmup, batch_size, graphs
     )
     report["setup"]["precision"] = precision
+    if precision == "tf32":  # set inside each step (quatrain._precision.step_precision), not globally
+        report["setup"]["tf32_matmul"] = report["setup"]["tf32_cudnn"] = True
     return report
 
 

@@ -17,7 +17,7 @@ from ._select import Job, Selection, select_backend
 Report = Callable[[str], None]
 
 _MODES = {"train": "training", "infer": "inference"}
-_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16"}
 
 
 def job_steps(steps: int) -> int:
@@ -32,11 +32,12 @@ def describe_selection(selection: Selection) -> str:
     e.g. ``cached-decoder: fastest correct for cuda float32 inference, 6.4 ms/step; cached decision``.
     """
     job = selection.job
+    kind = f"{job.device} {job.dtype}{' (TF32)' if job.tf32 else ''} {_MODES[job.mode]}"
     if selection.named:
-        return f"{selection.backend}: named with --backend ({job.device} {job.dtype} {_MODES[job.mode]})"
+        return f"{selection.backend}: named with --backend ({kind})"
     chosen = next(c for c in selection.candidates if c.name == selection.backend)
     others = sum(1 for c in selection.candidates if c.name != chosen.name)
-    what = f"fastest correct for {job.device} {job.dtype} {_MODES[job.mode]}"
+    what = f"fastest correct for {kind}"
     if job.mode == "train":
         what += f" at teacher forcing {job.teacher_forcing:g}"
     if chosen.step_ms is not None:
@@ -64,6 +65,7 @@ def train_chooser(report: Report | None = None) -> Callable[[TrainConfig, torch.
             config=config.model,
             device=str(device),
             dtype=_DTYPES[config.precision],
+            tf32=config.precision == "tf32",
             mode="train",
             teacher_forcing=TeacherForcing.parse(config.teacher_forcing).at(1),
             steps=job_steps(steps),

@@ -134,8 +134,8 @@ def measure(
 ) -> Timing:
     """Time ``model`` in ``mode`` (see MODES) on one batch; ``warmup`` calls first, timed apart.
 
-    ``teacher_forcing`` overrides the mode's own (train modes only); ``precision`` is the engine's ('fp32', or
-    'bf16': the forward under bf16 autocast, as ``quatrain train --precision bf16`` and eval run it).
+    ``teacher_forcing`` overrides the mode's own (train modes only); ``precision`` is the engine's ('fp32',
+    'tf32' or 'bf16', as ``quatrain train --precision`` runs it; ``quatrain._precision``).
     """
     device = x.device
     probe = MemoryProbe(device)

@@ -2,8 +2,8 @@
 
 ``auto`` walks every registered backend. Eligibility is the backend's own probe of this hardware plus
 the job's needs (training, inference, attention weights, exactness). Eligible backends are run against
-``naive`` on a small probe batch by the one comparison rule (registry/_check.py), and
-the correct ones are timed for a few steps on the job's own shapes; the winner has the smallest
+``naive`` on a small probe batch by the one comparison rule (registry/_check.py), and the correct ones are
+timed for a few steps on the job's own shapes (as the job runs: autocast, TF32); the winner has the smallest
 warm-up + steps x step time, so a backend with a costly compile wins only on a job long enough to pay
 it back. Decisions are cached per hardware, versions and job. A backend named by the user is used as
 named, or refused with its reasons or failed check (``force`` uses it anyway); it is never silently replaced.
@@ -56,6 +56,8 @@ class Job:
     device: str = "cpu"
     dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(DTYPE_NAMES)))
     """'bfloat16': the job autocasts over float32 weights (``--precision bf16``), and is timed that way."""
+    tf32: bool = False
+    """A float32 job whose matmuls run on TF32 tensor cores (``--precision tf32``, CUDA), and timed that way."""
     mode: str = attrs.field(default="train", validator=attrs.validators.in_(JOB_MODES))
     """'train' (a training step) or 'infer' (autoregressive reconstruction without gradients)."""
     teacher_forcing: float = 1.0
@@ -160,8 +162,7 @@ def selection_key(job: Job, registry: Registry, hardware: Hardware) -> str:
 def measure_backend(name: str, job: Job, registry: Registry | None = None) -> tuple[float, float]:
     """Time a few steps of ``job`` on ``name`` at the job's shapes: (median step ms, warm-up s beyond steps).
 
-    A bfloat16 job is timed as quatrain's jobs run one: float32 weights, the forward under bf16 autocast.
-    """
+    A bf16 job runs as quatrain's jobs run one: float32 weights, the forward under autocast; tf32, on TF32 cores."""
     registry = registry or get_registry()
     device = torch.device(job.device)
     autocast = job.torch_dtype == torch.bfloat16
@@ -178,7 +179,7 @@ def measure_backend(name: str, job: Job, registry: Registry | None = None) -> tu
         warmup=SELECT_WARMUP,
         cuda_graph=device.type == "cuda",
         teacher_forcing=job.teacher_forcing,
-        precision="bf16" if autocast else "fp32",
+        precision="bf16" if autocast else ("tf32" if job.tf32 else "fp32"),
     )
     extra = max(0.0, timing.warmup_ms - timing.warmup_iters * timing.median_ms) / 1000.0
     return timing.median_ms, extra

@@ -106,3 +106,11 @@ def test_bf16_precision_over_a_bf16_model_is_refused_before_measuring(registry):
     assert result.exit_code == 2
     assert "leave --dtype at fp32" in result.output
     assert "[0/" not in result.output
+
+
+def test_tf32_precision_off_cuda_is_refused_before_measuring(registry):
+    """--precision tf32 is NVIDIA tensor-core arithmetic: on a CPU it would change nothing, so it is refused."""
+    result = run(*QUICK, "--precision", "tf32")
+    assert result.exit_code == 2
+    assert "TF32 is NVIDIA GPU arithmetic; there is none on cpu" in result.output
+    assert "[0/" not in result.output

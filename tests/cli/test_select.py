@@ -144,3 +144,9 @@ def test_preset_and_config_together_are_a_usage_error(fakes, tmp_path):
     result = run("select", "--preset", "tiny", "--config", str(config))
     assert result.exit_code == 2
     assert "not both" in result.output
+
+
+def test_a_tf32_job_off_cuda_is_refused_in_one_line(fakes):
+    result = run("select", "--preset", "tiny", "--device", "cpu", "--dtype", "tf32")
+    assert result.exit_code == 2
+    assert "TF32 is NVIDIA GPU arithmetic; there is none on cpu" in result.output

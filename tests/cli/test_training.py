@@ -217,3 +217,14 @@ def test_python_api_default_backend_stays_naive():
 
     assert quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny")).backend == "naive"
     assert quatrain.TrainConfig(model=quatrain.ModelConfig.preset("tiny")).backend == "naive"
+
+
+def test_train_at_tf32_off_cuda_is_one_line_and_writes_nothing(poetry_files, tmp_path):
+    corpus, vectors = poetry_files
+    out = tmp_path / "run" / "m.safetensors"
+    out.parent.mkdir()
+    result = CliRunner().invoke(cli, _train_args(corpus, vectors, out, "--precision", "tf32"))
+    assert result.exit_code != 0
+    assert "precision 'tf32': TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs" in result.output
+    assert "Traceback" not in result.output
+    assert list(out.parent.iterdir()) == []

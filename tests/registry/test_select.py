@@ -313,3 +313,28 @@ def test_named_backend_that_cannot_train_is_checked_on_outputs_only(tmp_path, mo
     assert selection.backend == "infer-only" and selection.candidates[0].ratio < 1
     comparison = _select.check_for_job("infer-only", job(tiny, mode="infer"), registry)
     assert {q.name for q in comparison.quantities} == {"output tf 1.0", "output tf 0.0"}
+
+
+def test_a_tf32_job_is_timed_as_it_runs_and_says_so(fakes, tiny, monkeypatch):
+    """``quatrain train --precision tf32``: the job is float32, timed with its matmuls on TF32 tensor cores, a
+    decision of its own (the cache key differs from the float32 job's) and named so in the one line."""
+    from quatrain.registry._choose import describe_selection
+    from quatrain.registry._measure import Timing
+
+    seen = []
+
+    def spy(model, mode, x, mask, **kwargs):
+        seen.append((next(model.parameters()).dtype, kwargs["precision"]))
+        return Timing(
+            median_ms=1.0, q1_ms=1.0, q3_ms=1.0, iters=1, warmup_ms=1.0, warmup_iters=1, peak_mem_mb=0.0,
+            path="parallel", graphed=False,
+        )  # fmt: skip
+
+    monkeypatch.setattr(_select, "measure", spy)
+    fast, exact = job(tiny, tf32=True, batch_size=2), job(tiny, batch_size=2)
+    _select.measure_backend("naive", fast, registry=fakes)
+    assert seen == [(torch.float32, "tf32")]
+    hardware = quatrain.registry.detect_hardware()
+    assert _select.selection_key(fast, fakes, hardware) != _select.selection_key(exact, fakes, hardware)
+    selection = select_backend(fast, backend="naive", registry=fakes, timer=Clock())
+    assert describe_selection(selection) == "naive: named with --backend (cpu float32 (TF32) training)"

@@ -1,0 +1,55 @@
+"""A job's arithmetic: the precisions a train or eval step runs at, whether this machine can run one, and the
+two contexts that set it up (``step_precision`` around the whole step, ``autocast`` around the forward).
+
+- 'fp32': float32 as PyTorch runs it by default (cuDNN's RNNs on CUDA may use TF32 tensor cores; matmuls do not).
+- 'tf32': float32 weights, and CUDA float32 matmuls on TF32 tensor cores too (10-bit mantissa products,
+  float32 accumulation), forward and backward. NVIDIA GPUs only.
+- 'bf16': float32 weights, the forward under bfloat16 autocast; the loss and the optimiser stay float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+from ._rnn import autocast_problem
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def precision_problem(precision: str, rnn: str, device: torch.device) -> str | None:
+    """Why a model with an ``rnn`` ('lstm', 'gru', 'rnn') cannot run at ``precision`` on ``device``, or None."""
+    if precision not in PRECISIONS:
+        return f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})"
+    if precision == "tf32" and device.type != "cuda":
+        return f"TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs, and this job runs on {device.type}"
+    if precision == "bf16":
+        return autocast_problem(rnn, device)
+    return None
+
+
+@contextlib.contextmanager
+def step_precision(precision: str) -> Iterator[None]:
+    """'tf32': CUDA float32 matmuls and cuDNN on TF32 tensor cores inside the block (forward, backward and
+    what a CUDA graph captures of them), the previous settings restored after it; otherwise nothing changes."""
+    if precision != "tf32":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=True):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """bf16 autocast for 'bf16' (cache off: a captured graph must not keep casts of old weights), else off."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return torch.autocast(device_type=device.type, enabled=False)
