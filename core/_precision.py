@@ -21,13 +21,14 @@ from ._rnn import autocast_problem
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
-def precision_problem(precision: str, rnn: str, device: torch.device) -> str | None:
-    """Why a model with an ``rnn`` ('lstm', 'gru', 'rnn') cannot run at ``precision`` on ``device``, or None."""
+def precision_problem(precision: str, device: torch.device, rnn: str | None = None) -> str | None:
+    """Why a job cannot run at ``precision`` on ``device``, or None. With ``rnn`` ('lstm', 'gru', 'rnn'), a
+    'bf16' job is also probed for whether this machine runs that RNN under bfloat16 autocast."""
     if precision not in PRECISIONS:
         return f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})"
     if precision == "tf32" and device.type != "cuda":
         return f"TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs, and this job runs on {device.type}"
-    if precision == "bf16":
+    if precision == "bf16" and rnn is not None:
         return autocast_problem(rnn, device)
     return None
 

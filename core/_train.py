@@ -138,7 +138,7 @@ def _train(
     if not ckpt_path.parent.is_dir():
         raise CheckpointError(f"cannot write {str(ckpt_path)!r}: folder {str(ckpt_path.parent)!r} does not exist")
     device = ctx.device
-    if (problem := precision_problem(config.precision, config.model.rnn, device)) is not None:
+    if (problem := precision_problem(config.precision, device, config.model.rnn)) is not None:
         raise ConfigError(f"precision {config.precision!r}: {problem}; train in 'fp32' on this machine")
     if not ctx.is_main:
         on_batch = on_epoch = None

@@ -26,14 +26,14 @@ from ._graphs import Graphed
 from ._graphs import GraphFallbackWarning as GraphFallbackWarning
 from ._loss import reconstruction_loss
 from ._model import Autoencoder
-from ._precision import PRECISIONS, autocast, precision_problem, step_precision
+from ._precision import autocast, precision_problem, step_precision
 
 log = logging.getLogger(__name__)
 
 
 def _check_precision(precision: str, device: torch.device) -> None:
-    if precision not in PRECISIONS or (precision == "tf32" and device.type != "cuda"):
-        raise ValueError(f"precision {precision!r}: {precision_problem(precision, 'lstm', device)}")
+    if (problem := precision_problem(precision, device)) is not None:
+        raise ValueError(f"precision {precision!r}: {problem}")
 
 
 class _Step:

@@ -117,7 +117,7 @@ def run_bench(
     """
     if precision not in PRECISIONS or (precision != "fp32" and dtype != torch.float32):
         raise ValueError(f"precision must be 'fp32', or 'tf32'/'bf16' over float32 weights; got {precision!r}, {dtype}")
-    if (problem := precision_problem(precision, config.rnn, torch.device(device))) is not None:
+    if (problem := precision_problem(precision, torch.device(device), config.rnn)) is not None:
         raise ConfigError(f"precision {precision!r}: {problem}")
     registry = registry or get_registry()
     hardware = detect_hardware()
