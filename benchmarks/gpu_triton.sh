@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # triton-step on the H200 (issue 13), one device call (kind nvidia-h200, carry [".whl"]) of about 8 minutes:
-#   gpu-tests.txt   the CUDA tests of triton-step, deferred-kv, the output fold, the step engine and the kit
+#   gpu-tests.txt   the CUDA tests of triton-step, deferred-kv, the output and head folds, the step engine (tf32 too)
 #   profile-b32.txt benchmarks/profile_gpu.py at batch 32: none, deferred-kv, triton-step (graphed time, kernels);
 #                   PROFILE_BATCHES (default 32) and PROFILE_VARIANTS choose others
 #   cuda-seed-*.{json,md}, in perf-runs.tar.gz: quatrain bench of every backend, fp32 b32 (and what STAGES adds)
@@ -43,7 +43,7 @@ if has tests; then
   # shellcheck disable=SC2086  # $TESTS is a list of test files
   timeout "${TESTS_LIMIT:-200}" $PY -m pytest -q -p no:cacheprovider ${TESTS:-tests/core/test_trainstep.py tests/core/test_deferred.py \
     tests/core/test_decode_rnn.py tests/core/test_replay.py tests/plugins/test_triton_step.py tests/plugins/test_deferred_kv.py \
-    tests/plugins/test_output_fold.py tests/core/test_head_fold.py} > "$OUT/gpu-tests.txt" 2>&1
+    tests/plugins/test_output_fold.py tests/core/test_head_fold.py tests/core/test_precision.py} > "$OUT/gpu-tests.txt" 2>&1
   tail -3 "$OUT/gpu-tests.txt"
 fi
 if has order; then
