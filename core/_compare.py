@@ -27,14 +27,16 @@ relative error, and no more. An exact backend is held to the rule alone.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import attrs
 import torch
 from torch import Tensor, nn
+
+from ._precision import tf32_allowed
 
 __all__ = [
     "FLOOR_SHIFT",
@@ -96,16 +98,9 @@ def without_kinks(model: ModuleT) -> ModuleT:
     return model
 
 
-@contextlib.contextmanager
-def full_precision() -> Iterator[None]:
+def full_precision() -> AbstractContextManager[None]:
     """float32 means float32: TF32 off for CUDA matmuls and cuDNN (convolutions and RNNs) inside the block."""
-    matmul = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
+    return tf32_allowed(False)
 
 
 @attrs.frozen(kw_only=True)

@@ -34,19 +34,22 @@ def precision_problem(precision: str, device: torch.device, rnn: str | None = No
 
 
 @contextlib.contextmanager
-def step_precision(precision: str) -> Iterator[None]:
-    """'tf32': CUDA float32 matmuls and cuDNN on TF32 tensor cores inside the block (forward, backward and
-    what a CUDA graph captures of them), the previous settings restored after it; otherwise nothing changes."""
-    if precision != "tf32":
-        yield
-        return
+def tf32_allowed(allowed: bool) -> Iterator[None]:
+    """CUDA float32 matmuls and cuDNN (convolutions and RNNs) on TF32 tensor cores, or not, inside the block;
+    the previous settings are restored after it."""
     matmul = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = allowed
     try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=True):
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=allowed):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def step_precision(precision: str) -> AbstractContextManager[Any]:
+    """'tf32': TF32 allowed inside the block (a step's forward, backward and what a CUDA graph captures of
+    them); otherwise nothing changes."""
+    return tf32_allowed(True) if precision == "tf32" else contextlib.nullcontext()
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
