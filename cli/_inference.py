@@ -39,25 +39,40 @@ _INFER_BACKEND_HELP = (
 )
 @click.option("--device", default="auto", show_default=True, callback=check_device, help=DEVICE_HELP)
 @click.option("--backend", default="auto", show_default=True, help=_INFER_BACKEND_HELP)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "tf32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="As `train --precision`: tf32, float32 matmuls on TF32 tensor cores (NVIDIA GPUs); bf16, autocast.",
+)
 @json_option
-def evaluate(checkpoint: str, split: str, batch_size: int, device: str, backend: str, as_json: bool) -> None:
+def evaluate(
+    checkpoint: str, split: str, batch_size: int, device: str, backend: str, precision: str, as_json: bool
+) -> None:
     """Held-out metrics of a trained checkpoint, fully autoregressive (no teacher forcing)."""
-    from quatrain import data_for_checkpoint, evaluate_checkpoint, read_info, resolve_device
+    from quatrain import data_for_checkpoint, evaluate_checkpoint, precision_problem, read_info, resolve_device
     from quatrain.registry import infer_backend, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
+    config, target = read_info(path).config, resolve_device(device)
+    if (problem := precision_problem(precision, target, config.rnn)) is not None:  # before the data loads
+        raise click.BadParameter(problem, param_hint="--precision")
     stage(f"eval: loading the corpus, embeddings and split of {str(path)!r}")
     data = data_for_checkpoint(path)
     steps = -(-len(data.windows[split]) // batch_size)
-    chosen = infer_backend(read_info(path).config, resolve_device(device), backend=backend, batch_size=batch_size,
-                           steps=steps, report=warn)  # fmt: skip
+    chosen = infer_backend(config, target, backend=backend, batch_size=batch_size, steps=steps, precision=precision,
+                           report=warn)  # fmt: skip
     stage(f"eval: decoding the {split} split and searching {len(data.embeddings):,} words for each token")
-    result = evaluate_checkpoint(path, split, device=device, batch_size=batch_size, data=data, backend=chosen)
+    result = evaluate_checkpoint(
+        path, split, device=device, batch_size=batch_size, data=data, backend=chosen, precision=precision
+    )
     if as_json:
         emit_json(result)
         return
     click.echo(
-        f"{result['checkpoint']} (backend {result['backend']}, epoch {result['epoch']}) on the {split} split: "
+        f"{result['checkpoint']} (backend {result['backend']}, {precision}, epoch {result['epoch']}) on the {split} "
+        "split: "
         f"{result['windows']} windows, {result['tokens']:,} tokens, teacher forcing 0"
     )
     click.echo(f"  token cosine       {result['cosine']:.4f}")

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._loss import token_cosine as token_cosine
     from ._model import Autoencoder as Autoencoder
     from ._model import AutoencoderOutput as AutoencoderOutput
+    from ._precision import precision_problem as precision_problem
     from ._recipe import TrainConfig as TrainConfig
     from ._recipe import paths_for as paths_for
     from ._recipe import prepare_data as prepare_data
@@ -78,6 +79,7 @@ _EXPORTS = {
     "token_cosine": "._loss",
     "Autoencoder": "._model",
     "AutoencoderOutput": "._model",
+    "precision_problem": "._precision",
     "TrainConfig": "._recipe",
     "resolve_device": "._recipe",
     "prepare_data": "._recipe",
@@ -130,6 +132,7 @@ __all__ = [
     "load",
     "paths_for",
     "plot_attention",
+    "precision_problem",
     "prepare_data",
     "read_info",
     "read_state",

@@ -19,7 +19,7 @@ from ._errors import CheckpointError, ConfigError
 from ._loss import reconstruction_loss
 from ._metrics import NeighbourRanks, word_ranks
 from ._model import Autoencoder
-from ._precision import autocast, step_precision
+from ._precision import autocast, precision_problem, step_precision
 from ._recipe import TrainConfig, prepare_data, resolve_device
 from ._trainstep import InferenceStep, synchronize
 from .data import PoetryData
@@ -277,22 +277,29 @@ def evaluate_checkpoint(
     batch_size: int = 256,
     data: PoetryData | None = None,
     backend: str | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Load a checkpoint written by ``train`` and evaluate it, fully autoregressive, on its saved split.
 
     Args:
         backend: run it on this backend (its attention weights converted exactly on load); None: the
             backend it was saved with.
+        precision: 'fp32', 'tf32' or 'bf16', as ``evaluate`` (and ``quatrain train --precision``) runs it.
 
     Returns:
-        ``evaluate``'s dict plus 'checkpoint', 'backend', 'epoch'.
+        ``evaluate``'s dict plus 'checkpoint', 'backend', 'epoch', 'precision'.
+
+    Raises:
+        ConfigError: this machine cannot run ``precision`` (checked before the data is read).
     """
     from ._checkpoint import load
 
     target = resolve_device(device)
     info = read_info(path)
+    if (problem := precision_problem(precision, target, info.config.rnn)) is not None:
+        raise ConfigError(f"precision {precision!r}: {problem}")
     data = data if data is not None else data_for_checkpoint(path)
     model = load(path, backend=backend, device=target)
-    result = evaluate(model, data, split, batch_size=batch_size, device=target)
+    result = evaluate(model, data, split, batch_size=batch_size, device=target, precision=precision)
     epoch = json.loads(info.metadata["epoch"]) if "epoch" in info.metadata else None
-    return {"checkpoint": str(path), "backend": model.backend, "epoch": epoch, **result}
+    return {"checkpoint": str(path), "backend": model.backend, "epoch": epoch, "precision": precision, **result}

@@ -84,9 +84,11 @@ def infer_backend(
     batch_size: int = 256,
     steps: int = 1,
     need_weights: bool = False,
+    precision: str = "fp32",
     report: Report | None = None,
 ) -> str | None:
-    """The backend an inference job (eval, reconstruct) runs ``config``'s model on; None without attention."""
+    """The backend an inference job (eval, reconstruct) runs ``config``'s model on, at ``precision`` ('fp32',
+    'tf32', 'bf16'); None without attention."""
     if config.attention == "none":
         if report is not None:
             report("none: the model has no attention (no backend to choose)")
@@ -94,6 +96,8 @@ def infer_backend(
     job = Job(
         config=config,
         device=str(device),
+        dtype=_DTYPES[precision],
+        tf32=precision == "tf32",
         mode="infer",
         steps=job_steps(steps),
         batch_size=batch_size,

@@ -228,3 +228,40 @@ def test_train_at_tf32_off_cuda_is_one_line_and_writes_nothing(poetry_files, tmp
     assert "precision 'tf32': TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs" in result.output
     assert "Traceback" not in result.output
     assert list(out.parent.iterdir()) == []
+
+
+def test_eval_at_tf32_off_cuda_is_refused_before_the_data_loads(trained):
+    out, _ = trained
+    result = CliRunner().invoke(cli, ["eval", str(out), "--device", "cpu", "--precision", "tf32"])
+    assert result.exit_code == 2
+    assert "TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs" in result.output
+    assert "loading the corpus" not in result.output and "Traceback" not in result.output
+
+
+def test_eval_runs_at_the_precision_asked_for(trained, monkeypatch):
+    """--precision reaches the inference engine (and backend selection times that job); bf16 autocast
+    decodes near the float32 result."""
+    import torch
+
+    import quatrain._evaluate as evaluate
+    from quatrain import ModelConfig
+    from quatrain._rnn import autocast_problem
+
+    if (problem := autocast_problem(ModelConfig.preset("tiny").rnn, torch.device("cpu"))) is not None:
+        pytest.skip(problem)
+    seen = []
+
+    class Spy(evaluate.InferenceStep):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("precision"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "InferenceStep", Spy)
+    out, _ = trained
+    exact = json.loads(CliRunner().invoke(cli, ["eval", str(out), "--json", "--device", "cpu"]).stdout)
+    result = CliRunner().invoke(cli, ["eval", str(out), "--json", "--device", "cpu", "--precision", "bf16"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert seen == ["fp32", "bf16"] and (exact["precision"], report["precision"]) == ("fp32", "bf16")
+    assert "fastest correct for cpu bfloat16 inference" in result.stderr
+    assert report["cosine"] == pytest.approx(exact["cosine"], abs=0.05) and report["cosine"] != exact["cosine"]

@@ -60,6 +60,9 @@ def test_checkpoint_records_recipe_split_and_backend(poetry_files, data, tmp_pat
     assert TrainConfig.from_dict(json.loads(info.metadata["train"])) == _config(poetry_files, epochs=1)
     report = evaluate_checkpoint(result.checkpoint, "test", device="cpu")
     assert report["teacher_forcing"] == 0.0 and report["windows"] == len(data.windows["test"])
+    assert report["precision"] == "fp32"
+    with pytest.raises(ConfigError, match="precision 'tf32': TF32 is the tensor-core float32 arithmetic"):
+        evaluate_checkpoint(result.checkpoint, "test", device="cpu", precision="tf32", data=data)
 
 
 def test_resume_from_another_recipe_is_refused(poetry_files, data, tmp_path):
