@@ -238,7 +238,7 @@ def bench(
     """
     import torch
 
-    from quatrain import ModelConfig, atomic_write_bytes
+    from quatrain import ModelConfig, atomic_write_bytes, precision_problem
     from quatrain.registry import detect_hardware, get_registry, run_bench
 
     if plot_path is not None and importlib.util.find_spec("matplotlib") is None:  # fail before minutes of work
@@ -246,8 +246,8 @@ def bench(
     device = device or detect_hardware().device
     if precision != "fp32" and dtype != "fp32":
         raise click.BadParameter(f"{precision} runs a float32 model; leave --dtype at fp32", param_hint="--precision")
-    if precision == "tf32" and device != "cuda":
-        raise click.BadParameter(f"TF32 is NVIDIA GPU arithmetic; there is none on {device}", param_hint="--precision")
+    if (problem := precision_problem(precision, torch.device(device))) is not None:
+        raise click.BadParameter(problem, param_hint="--precision")
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list is not None else None
     if names is not None and not names:
         raise click.BadParameter("names no backend; leave it out to run them all", param_hint="--backends")

@@ -70,9 +70,9 @@ def evaluate(
     if as_json:
         emit_json(result)
         return
+    run = f"backend {result['backend']}, {precision}, epoch {result['epoch']}"
     click.echo(
-        f"{result['checkpoint']} (backend {result['backend']}, {precision}, epoch {result['epoch']}) on the {split} "
-        "split: "
+        f"{result['checkpoint']} ({run}) on the {split} split: "
         f"{result['windows']} windows, {result['tokens']:,} tokens, teacher forcing 0"
     )
     click.echo(f"  token cosine       {result['cosine']:.4f}")

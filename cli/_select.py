@@ -78,7 +78,9 @@ def select(
     """
     import warnings
 
-    from quatrain import ModelConfig
+    import torch
+
+    from quatrain import ModelConfig, precision_problem
     from quatrain.registry import Job, detect_hardware, select_backend
 
     if preset is not None and config_path is not None:
@@ -87,8 +89,8 @@ def select(
         raise click.UsageError("--force applies to a named backend (--backend NAME), not to 'auto'")
     config = ModelConfig.from_json(config_path) if config_path is not None else ModelConfig.preset(preset or "seed")
     device = device or detect_hardware().device
-    if dtype == "tf32" and device != "cuda":
-        raise click.BadParameter(f"TF32 is NVIDIA GPU arithmetic; there is none on {device}", param_hint="--dtype")
+    if (problem := precision_problem(dtype, torch.device(device))) is not None:
+        raise click.BadParameter(problem, param_hint="--dtype")
     job = Job(
         config=config,
         device=device,

@@ -112,5 +112,5 @@ def test_tf32_precision_off_cuda_is_refused_before_measuring(registry):
     """--precision tf32 is NVIDIA tensor-core arithmetic: on a CPU it would change nothing, so it is refused."""
     result = run(*QUICK, "--precision", "tf32")
     assert result.exit_code == 2
-    assert "TF32 is NVIDIA GPU arithmetic; there is none on cpu" in result.output
+    assert "TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs, and this job runs on cpu" in result.output
     assert "[0/" not in result.output
