@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ._common import check_backend, check_device, emit_json, json_option, prepare_output, table
+from ._common import check_backend, check_device, emit_json, json_option, precision_option, prepare_output, table
 from ._progress import StepProgress
 
 PRESETS = ("seed", "small", "tiny")
@@ -186,14 +186,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     help="Default: the best one here.",
 )
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp32", show_default=True, help="Model dtype.")
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "tf32", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="As `quatrain train --precision` runs: tf32, float32 matmuls on TF32 tensor cores too (CUDA; cuDNN's "
+@precision_option(
+    "As `quatrain train --precision` runs: tf32, float32 matmuls on TF32 tensor cores too (CUDA; cuDNN's "
     "RNNs already use them); bf16, float32 weights and the forward under bf16 autocast (--dtype bf16 instead "
-    "makes the whole model bfloat16).",
+    "makes the whole model bfloat16)."
 )
 @click.option("--backends", "backend_list", default=None, metavar="A,B", help="Backends to run (default: all).")
 @click.option(

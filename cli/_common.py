@@ -92,6 +92,15 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")(f)
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+"""``quatrain._precision.PRECISIONS``, spelled here so that building the CLI imports no torch."""
+
+
+def precision_option(help: str, name: str = "--precision") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A job's precision, as every command that runs a model takes it (``quatrain._precision``)."""
+    return click.option(name, "precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help=help)
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 

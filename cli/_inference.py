@@ -13,6 +13,7 @@ from ._common import (
     check_device,
     emit_json,
     json_option,
+    precision_option,
     stage,
     table,
     warn,
@@ -39,13 +40,7 @@ _INFER_BACKEND_HELP = (
 )
 @click.option("--device", default="auto", show_default=True, callback=check_device, help=DEVICE_HELP)
 @click.option("--backend", default="auto", show_default=True, help=_INFER_BACKEND_HELP)
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "tf32", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="As `train --precision`: tf32, float32 matmuls on TF32 tensor cores (NVIDIA GPUs); bf16, autocast.",
-)
+@precision_option("As `train --precision`: tf32, float32 matmuls on TF32 tensor cores (NVIDIA GPUs); bf16, autocast.")
 @json_option
 def evaluate(
     checkpoint: str, split: str, batch_size: int, device: str, backend: str, precision: str, as_json: bool

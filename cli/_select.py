@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ._bench import DTYPES, PRESETS
-from ._common import emit_json, json_option
+from ._common import emit_json, json_option, precision_option
 
 
 @click.command("select")
@@ -21,13 +21,10 @@ from ._common import emit_json, json_option
     help='A model config JSON (fields, or {"preset": NAME, ...overrides}).',
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="Default: the best one here.")
-@click.option(
-    "--dtype",
-    type=click.Choice(sorted({*DTYPES, "tf32"})),
-    default="fp32",
-    show_default=True,
-    help="The job's precision, as `train --precision` runs it and timed that way: bf16, float32 weights under bf16 "
+@precision_option(
+    "The job's precision, as `train --precision` runs it and timed that way: bf16, float32 weights under bf16 "
     "autocast (checked against naive in bfloat16); tf32, float32 matmuls on TF32 tensor cores (CUDA).",
+    name="--dtype",
 )
 @click.option("--train/--infer", "train", default=True, help="Choose for training steps (default) or for inference.")
 @click.option(
@@ -57,7 +54,7 @@ def select(
     preset: str | None,
     config_path: Path | None,
     device: str | None,
-    dtype: str,
+    precision: str,
     train: bool,
     teacher_forcing: float,
     steps: int,
@@ -89,13 +86,13 @@ def select(
         raise click.UsageError("--force applies to a named backend (--backend NAME), not to 'auto'")
     config = ModelConfig.from_json(config_path) if config_path is not None else ModelConfig.preset(preset or "seed")
     device = device or detect_hardware().device
-    if (problem := precision_problem(dtype, torch.device(device))) is not None:
+    if (problem := precision_problem(precision, torch.device(device))) is not None:
         raise click.BadParameter(problem, param_hint="--dtype")
     job = Job(
         config=config,
         device=device,
-        dtype=DTYPES["fp32" if dtype == "tf32" else dtype],
-        tf32=dtype == "tf32",
+        dtype=DTYPES["fp32" if precision == "tf32" else precision],
+        tf32=precision == "tf32",
         mode="train" if train else "infer",
         teacher_forcing=teacher_forcing if train else 0.0,
         steps=steps,

@@ -13,6 +13,7 @@ from ._common import (
     check_device,
     emit_json,
     json_option,
+    precision_option,
     prepare_output,
     table,
     warn,
@@ -130,13 +131,9 @@ _FIELDS = {
 @click.option(
     "--teacher-forcing", default="1.0", show_default=True, help="START or START:END:EPOCHS (linear, per epoch)."
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "tf32", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="fp32; tf32, float32 matmuls on TF32 tensor cores (NVIDIA GPUs); or bf16 autocast for the forward pass "
-    "(loss and optimiser stay float32).",
+@precision_option(
+    "fp32; tf32, float32 matmuls on TF32 tensor cores (NVIDIA GPUs); or bf16 autocast for the forward pass "
+    "(loss and optimiser stay float32)."
 )
 @click.option(
     "--seed",

@@ -123,3 +123,10 @@ def test_on_cuda_a_tf32_step_stays_close_to_float32_and_restores_the_settings(ti
         torch.testing.assert_close(fast(x, mask), exact(x, mask), rtol=1e-2, atol=1e-3)
         assert _flags() == (False, False)
     assert seen and all(on for _, on in seen)  # the eager calls (warm-up and capture) ran under TF32
+
+
+def test_the_cli_offers_every_precision_and_no_other():
+    """The CLI spells the list itself (building it imports no torch); it must stay the engine's."""
+    from quatrain.cli._common import PRECISIONS as offered
+
+    assert offered == PRECISIONS
