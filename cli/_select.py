@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._bench import DTYPES, PRESETS
+from ._bench import PRESETS
 from ._common import emit_json, json_option, precision_option
 
 
@@ -78,7 +78,7 @@ def select(
     import torch
 
     from quatrain import ModelConfig, precision_problem
-    from quatrain.registry import Job, detect_hardware, select_backend
+    from quatrain.registry import Job, detect_hardware, precision_fields, select_backend
 
     if preset is not None and config_path is not None:
         raise click.UsageError("give --preset or --config, not both")
@@ -91,8 +91,7 @@ def select(
     job = Job(
         config=config,
         device=device,
-        dtype=DTYPES["fp32" if precision == "tf32" else precision],
-        tf32=precision == "tf32",
+        **precision_fields(precision),
         mode="train" if train else "infer",
         teacher_forcing=teacher_forcing if train else 0.0,
         steps=steps,

@@ -5,6 +5,7 @@ from ._cache import SelectionCache as SelectionCache
 from ._cards import ModelCard as ModelCard
 from ._choose import describe_selection as describe_selection
 from ._choose import infer_backend as infer_backend
+from ._choose import precision_fields as precision_fields
 from ._choose import train_chooser as train_chooser
 from ._convert import convert_checkpoint as convert_checkpoint
 from ._convert import prove_conversion as prove_conversion
@@ -66,6 +67,7 @@ __all__ = [
     "infer_backend",
     "load_registry",
     "make_plugin_manager",
+    "precision_fields",
     "prove_conversion",
     "quatrain_home",
     "resolve_checkpoint",

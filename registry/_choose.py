@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -18,6 +19,12 @@ Report = Callable[[str], None]
 
 _MODES = {"train": "training", "infer": "inference"}
 _DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16"}
+
+
+def precision_fields(precision: str) -> dict[str, Any]:
+    """The ``Job`` fields of a job run at ``precision`` ('fp32', 'tf32', 'bf16'; ``quatrain._precision``): a bf16
+    job autocasts over float32 weights (dtype 'bfloat16'), a tf32 job is float32 with its matmuls on TF32."""
+    return {"dtype": _DTYPES[precision], "tf32": precision == "tf32"}
 
 
 def job_steps(steps: int) -> int:
@@ -64,8 +71,7 @@ def train_chooser(report: Report | None = None) -> Callable[[TrainConfig, torch.
         job = Job(
             config=config.model,
             device=str(device),
-            dtype=_DTYPES[config.precision],
-            tf32=config.precision == "tf32",
+            **precision_fields(config.precision),
             mode="train",
             teacher_forcing=TeacherForcing.parse(config.teacher_forcing).at(1),
             steps=job_steps(steps),
@@ -96,8 +102,7 @@ def infer_backend(
     job = Job(
         config=config,
         device=str(device),
-        dtype=_DTYPES[precision],
-        tf32=precision == "tf32",
+        **precision_fields(precision),
         mode="infer",
         steps=job_steps(steps),
         batch_size=batch_size,
