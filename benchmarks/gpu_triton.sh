@@ -8,6 +8,7 @@
 #   norelease.txt   the failed-capture test and the order runs again with the engine's generator release
 #                   (core/_graphs.py) switched off: what the release fixes
 #   cuda-seed-autocast-bf16-b32: float32 weights under bf16 autocast (`--precision bf16`), what train runs
+#   cuda-seed-tf32-b{32,256}: float32 with every matmul on TF32 tensor cores (`--precision tf32`)
 #   nohold.txt      the dropped-engine capture test with the engine's cycle-collector hold (core/_graphs.py)
 #                   switched off: what the hold fixes
 #   integration-ab*.{txt,json}: benchmarks/integration_ab.py, triton-step's integration layer with the step
@@ -23,7 +24,7 @@
 #                   output layer as one map (Decoder.fold) against two, none and REPLAY_BACKENDS, every mode,
 #                   fp32 at HEAD_BATCHES (default 32,256)
 # STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, replay, chunks, lt,
-# head, b32, bf16, b256, autocast. DEADLINE (s, default 560): a bench stage that would start later is skipped.
+# head, b32, bf16, b256, autocast, tf32 (batch 32), tf32-b256. DEADLINE (s, default 560): a bench stage that would start later is skipped.
 # TESTS, TESTS_LIMIT: the tests stage's test files and time limit.
 # BENCH_BACKENDS: the b32, bf16, b256 and autocast benches' --backends (default: every backend).
 set -u
@@ -141,5 +142,7 @@ fi
 has bf16 && bench cuda-seed-bf16-b32 --dtype bf16 --batch-size 32 ${BENCH_BACKENDS:+--backends "$BENCH_BACKENDS"}
 has b256 && bench cuda-seed-fp32-b256 --dtype fp32 --batch-size 256 ${BENCH_BACKENDS:+--backends "$BENCH_BACKENDS"}
 has autocast && bench cuda-seed-autocast-bf16-b32 --precision bf16 --batch-size 32 ${BENCH_BACKENDS:+--backends "$BENCH_BACKENDS"}
+has tf32 && bench cuda-seed-tf32-b32 --precision tf32 --batch-size 32 ${BENCH_BACKENDS:+--backends "$BENCH_BACKENDS"}
+has tf32-b256 && bench cuda-seed-tf32-b256 --precision tf32 --batch-size 256 ${BENCH_BACKENDS:+--backends "$BENCH_BACKENDS"}
 tar czf "$OUT/perf-runs.tar.gz" -C "$OUT" perf-runs && rm -rf "$RUNS"
 stamp done
