@@ -20,10 +20,12 @@
 #                   against autograd through every step, none and REPLAY_BACKENDS, b32 and b256 fp32, b32 bf16 autocast
 #   rnn-chunks.txt  benchmarks/rnn_chunks.py: whether the RNN weights cuDNN reads are one chunk (no compaction)
 #   rnn-backward.{txt,json}: benchmarks/rnn_backward.py, the decode's LSTM backward per step and over the sequence
+#   kernel-ab.{txt,json}: benchmarks/kernel_ab.py, the attention kernels launch by launch (chunk, warps, K and V
+#                   loaded together) at batch 32 and 256, then triton-step's whole step with the fastest
 #   head-ab.{txt,json}: benchmarks/replay_ab.py --switch fold_head=false: the integration MLP's last layer and the
 #                   output layer as one map (Decoder.fold) against two, none and REPLAY_BACKENDS, every mode,
 #                   fp32 at HEAD_BATCHES (default 32,256)
-# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, ab, forms, rnn, replay, chunks, lt,
+# STAGES (default "tests profile b32"): any of tests, order, norelease, nohold, profile, kernels, ab, forms, rnn, replay, chunks, lt,
 # head, b32, bf16, b256, autocast, tf32 (batch 32), tf32-b256. DEADLINE (s, default 560): a bench stage that would start later is skipped.
 # TESTS, TESTS_LIMIT: the tests stage's test files and time limit.
 # BENCH_BACKENDS: the b32, bf16, b256 and autocast benches' --backends (default: every backend).
@@ -44,7 +46,8 @@ if has tests; then
   # shellcheck disable=SC2086  # $TESTS is a list of test files
   timeout "${TESTS_LIMIT:-200}" $PY -m pytest -q -p no:cacheprovider ${TESTS:-tests/core/test_trainstep.py tests/core/test_deferred.py \
     tests/core/test_decode_rnn.py tests/core/test_replay.py tests/plugins/test_triton_step.py tests/plugins/test_deferred_kv.py \
-    tests/plugins/test_output_fold.py tests/core/test_head_fold.py tests/core/test_precision.py} > "$OUT/gpu-tests.txt" 2>&1
+    tests/plugins/test_output_fold.py tests/core/test_head_fold.py tests/core/test_precision.py \
+    tests/plugins/test_triton_kernels.py} > "$OUT/gpu-tests.txt" 2>&1
   tail -3 "$OUT/gpu-tests.txt"
 fi
 if has order; then
@@ -82,6 +85,12 @@ if has profile; then
       --variants "${PROFILE_VARIANTS:-none,deferred-kv,triton-step}" > "$OUT/profile-b$b.txt" 2>&1
     grep "##\|ms more than" "$OUT/profile-b$b.txt"
   done
+fi
+if has kernels; then
+  stamp "kernel launches A/B, then the whole step with the fastest"
+  timeout "${KERNELS_LIMIT:-240}" $PY benchmarks/kernel_ab.py --batch-sizes 32,256 --out "$OUT/kernel-ab.json" \
+    > "$OUT/kernel-ab.txt" 2>&1
+  cat "$OUT/kernel-ab.txt"
 fi
 if has ab; then
   stamp "integration A/B, fp32"

@@ -14,6 +14,8 @@ Imported only when the kernels run (``triton-step`` declares ``requires=("triton
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -23,10 +25,32 @@ _TILE = 8192
 """Elements of one (keys x head-chunk) tile, which sets the chunk of the head dimension."""
 
 
-def _blocks(num_keys: int, head_dim: int) -> tuple[int, int]:
-    block_s = max(16, triton.next_power_of_2(num_keys))
-    block_d = max(16, min(triton.next_power_of_2(head_dim), _TILE // block_s))
-    return block_s, block_d
+class Launch(NamedTuple):
+    """How the kernels are launched for one shape. ``launch`` picks it; benchmarks/kernel_ab.py times the
+    others and tests/plugins/test_triton_kernels.py checks them."""
+
+    block_d: int
+    """Chunk of the head dimension (a power of two, at least 16): the whole head when it fits the tile."""
+    num_warps: int
+    prefetch: bool
+    """Where the head is one chunk, load K's and V's tiles together at the start (both held at once), so a
+    program need not wait on memory twice (without it the second tile's load waits behind the softmax). Not
+    the default: no GPU has timed it yet (benchmarks/kernel_ab.py is the A/B)."""
+
+
+def launch(num_keys: int, head_dim: int) -> Launch:
+    """The launch the kernels take by default for ``num_keys`` keys of ``head_dim``."""
+    block_d = max(16, min(triton.next_power_of_2(head_dim), _TILE // _block_s(num_keys)))
+    return Launch(block_d, num_warps=4, prefetch=False)
+
+
+def _block_s(num_keys: int) -> int:
+    return max(16, triton.next_power_of_2(num_keys))
+
+
+def _check(how: Launch) -> None:
+    if how.block_d < 16 or how.block_d & (how.block_d - 1):
+        raise ValueError(f"block_d must be a power of two of at least 16, not {how.block_d}")
 
 
 @triton.jit
@@ -35,6 +59,7 @@ def _forward(
     num_heads, num_keys, scale,
     sxb, sqb, skb, skh, sks, svb, svh, svs, sbb, sbs,
     head_dim: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, TRAINING: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0) // num_heads
     head = tl.program_id(0) % num_heads
@@ -46,6 +71,9 @@ def _forward(
     out_row = out_ptr + row * 2 * hidden + head * head_dim  # [query | context]: this head's slice of each half
     k_rows = k_ptr + row * skb + head * skh + s[:, None] * sks
     v_rows = v_ptr + row * svb + head * svh + s[:, None] * svs
+    if PREFETCH:  # one chunk: V's tile is loaded beside K's, before the softmax needs it
+        d = tl.arange(0, BLOCK_D)
+        v_all = tl.load(v_rows + d[None, :], mask=s_in[:, None] & (d < head_dim)[None, :], other=0.0).to(tl.float32)
     scores = tl.zeros([BLOCK_S], dtype=tl.float32)
     for d0 in range(0, head_dim, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
@@ -62,12 +90,16 @@ def _forward(
     p = e / tl.sum(e, axis=0)
     if TRAINING:
         tl.store(p_ptr + (row * num_heads + head) * num_keys + s, p, mask=s_in)
-    for d0 in range(0, head_dim, BLOCK_D):
-        d = d0 + tl.arange(0, BLOCK_D)
-        d_in = d < head_dim
-        v = tl.load(v_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
-        context = tl.sum(v * p[:, None], axis=0)
-        tl.store(out_row + hidden + d, context, mask=d_in)
+    if PREFETCH:
+        d = tl.arange(0, BLOCK_D)
+        tl.store(out_row + hidden + d, tl.sum(v_all * p[:, None], axis=0), mask=d < head_dim)
+    else:
+        for d0 in range(0, head_dim, BLOCK_D):
+            d = d0 + tl.arange(0, BLOCK_D)
+            d_in = d < head_dim
+            v = tl.load(v_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
+            context = tl.sum(v * p[:, None], axis=0)
+            tl.store(out_row + hidden + d, context, mask=d_in)
 
 
 @triton.jit
@@ -75,7 +107,7 @@ def _backward(
     dj_ptr, p_ptr, k_ptr, v_ptr, dx_ptr, dq_ptr, ds_ptr,
     num_heads, num_keys, scale,
     sdb, skb, skh, sks, svb, svh, svs,
-    head_dim: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+    head_dim: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, PREFETCH: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0) // num_heads
     head = tl.program_id(0) % num_heads
@@ -86,6 +118,9 @@ def _backward(
     do_row = dx_row + hidden
     k_rows = k_ptr + row * skb + head * skh + s[:, None] * sks
     v_rows = v_ptr + row * svb + head * svh + s[:, None] * svs
+    if PREFETCH:  # one chunk: K's tile is loaded beside V's, before dS is known
+        d = tl.arange(0, BLOCK_D)
+        k_all = tl.load(k_rows + d[None, :], mask=s_in[:, None] & (d < head_dim)[None, :], other=0.0).to(tl.float32)
     dp = tl.zeros([BLOCK_S], dtype=tl.float32)
     for d0 in range(0, head_dim, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
@@ -99,18 +134,23 @@ def _backward(
     for d0 in range(0, head_dim, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
         d_in = d < head_dim
-        k = tl.load(k_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
+        if PREFETCH:
+            k = k_all
+        else:
+            k = tl.load(k_rows + d[None, :], mask=s_in[:, None] & d_in[None, :], other=0.0).to(tl.float32)
         dq = tl.sum(k * ds[:, None], axis=0) * scale
         tl.store(dq_ptr + row * hidden + head * head_dim + d, dq, mask=d_in)
         tl.store(dx_ptr + row * hidden + head * head_dim + d, tl.load(dx_row + d, mask=d_in), mask=d_in)
 
 
-def forward(x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+def forward(
+    x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: bool, how: Launch | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """``[x | contexts]`` (B, 2H): the queries ``x`` (B, H) beside the contexts of their projections ``q`` (B, H)
     over ``k``, ``v`` (B, h, S, d) with additive ``bias`` (B, S).
 
     Also returns, when ``training``, P (B, h, S, float32) and the scaled projected query (B, H); else two empty
-    tensors.
+    tensors. ``how``: the launch (default ``launch(S, d)``).
     """
     B, h, S, d = k.shape
     x = x if x.stride(-1) == 1 else x.contiguous()
@@ -121,27 +161,32 @@ def forward(x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, training: 
     # tests/plugins/test_triton_step.py, TRITON_INTERPRET=1 on CPU, seeds 0-3, 2026-12-02).
     p = q.new_empty(B, h, S, dtype=torch.float32) if training else out  # not written unless training
     qs = q.new_empty(B, h * d) if training else out
-    block_s, block_d = _blocks(S, d)
+    how = how or launch(S, d)
+    _check(how)
     _forward[(B * h,)](
         x, q, k, v, bias, out, p, qs, h, S, d**-0.5,
         x.stride(0), q.stride(0), *k.stride()[:3], *v.stride()[:3], *bias.stride(),
-        head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d, TRAINING=training,
+        head_dim=d, BLOCK_S=_block_s(S), BLOCK_D=how.block_d, TRAINING=training,
+        PREFETCH=how.prefetch and how.block_d >= d, num_warps=how.num_warps,
     )  # fmt: skip
     return out, p, qs
 
 
-def backward(dj: Tensor, p: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def backward(dj: Tensor, p: Tensor, k: Tensor, v: Tensor, how: Launch | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """From the joined output's gradient ``dj`` (B, 2H): the queries' own share of their gradient (B, H, its
-    left half, copied), the projected query's gradient (B, H) and the score gradient dS (B, h, S, float32)."""
+    left half, copied), the projected query's gradient (B, H) and the score gradient dS (B, h, S, float32).
+    ``how``: the launch (default ``launch(S, d)``)."""
     B, h, S, d = k.shape
     dj = dj if dj.stride(-1) == 1 else dj.contiguous()
     dx = dj.new_empty(B, h * d)
     dq = dj.new_empty(B, h * d)
     ds = torch.empty_like(p)
-    block_s, block_d = _blocks(S, d)
+    how = how or launch(S, d)
+    _check(how)
     _backward[(B * h,)](
         dj, p, k, v, dx, dq, ds, h, S, d**-0.5,
         dj.stride(0), *k.stride()[:3], *v.stride()[:3],
-        head_dim=d, BLOCK_S=block_s, BLOCK_D=block_d,
+        head_dim=d, BLOCK_S=_block_s(S), BLOCK_D=how.block_d, PREFETCH=how.prefetch and how.block_d >= d,
+        num_warps=how.num_warps,
     )  # fmt: skip
     return dx, dq, ds
