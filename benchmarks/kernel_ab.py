@@ -107,31 +107,14 @@ def parse(name: str, kernels: Any, num_keys: int, head_dim: int) -> Any:
 
 def time_calls(calls: dict[Any, Callable[[], Any]], repeat: int, rounds: int) -> dict[Any, float]:
     """µs per call of each, replayed from one CUDA graph of ``repeat`` calls; interleaved rounds, median."""
-    import torch
+    from linear_forms import graphed, time_graph  # a sibling script's graphed timing (benchmarks/ is on the path)
 
-    graphs = {}
-    side = torch.cuda.Stream()
-    for key, call in calls.items():
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):  # compile, then warm
-                call()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(repeat):
-                call()
-        graphs[key] = graph
+    graphs = {key: graphed(call, repeat) for key, call in calls.items()}
     times: dict[Any, list[float]] = {key: [] for key in calls}
     for _ in range(rounds):
         for key, graph in graphs.items():
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             graph.replay()  # once untimed: the replay's own first-touch costs
-            start.record()
-            graph.replay()
-            end.record()
-            end.synchronize()
-            times[key].append(start.elapsed_time(end) * 1000 / repeat)
+            times[key].append(time_graph(graph, repeat))
     return {key: statistics.median(t) for key, t in times.items()}
 
 

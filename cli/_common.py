@@ -96,9 +96,11 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 """``quatrain._precision.PRECISIONS``, spelled here so that building the CLI imports no torch."""
 
 
-def precision_option(help: str, name: str = "--precision") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A job's precision, as every command that runs a model takes it (``quatrain._precision``)."""
-    return click.option(name, "precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True, help=help)
+def precision_option(help: str, *aliases: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A job's precision, as every command that runs a model takes it (``quatrain._precision``): ``--precision``,
+    and ``aliases`` where a command spelled it otherwise before."""
+    names = ("--precision", *aliases, "precision")
+    return click.option(*names, type=click.Choice(PRECISIONS), default="fp32", show_default=True, help=help)
 
 
 def emit_json(data: Any) -> None:

@@ -96,9 +96,10 @@ def evaluate(
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the attention heatmap.")
 @click.option("--device", default="auto", show_default=True, callback=check_device, help=DEVICE_HELP)
 @click.option("--backend", default="auto", show_default=True, help=_INFER_BACKEND_HELP)
+@precision_option("As `train --precision`: tf32, float32 matmuls on TF32 tensor cores (NVIDIA GPUs); bf16, autocast.")
 @json_option
 def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lines: int, plot: Path | None, device: str,
-                backend: str, as_json: bool) -> None:  # fmt: skip
+                backend: str, precision: str, as_json: bool) -> None:  # fmt: skip
     """Print each line beside its reconstruction (nearest words) and its cosine.
 
     Reads TEXT (use \\n or '/' between lines), --file, or, with neither, held-out test poems of the
@@ -109,6 +110,7 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
         data_for_checkpoint,
         load,
         plot_attention,
+        precision_problem,
         read_info,
         reconstruct_lines,
         resolve_device,
@@ -129,6 +131,8 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
     if "train" not in info.metadata:
         raise click.ClickException(f"{str(checkpoint)!r} was not written by quatrain train (no recipe in it)")
     config = TrainConfig.from_dict(json.loads(info.metadata["train"]))
+    if (problem := precision_problem(precision, target, info.config.rnn)) is not None:  # before the data loads
+        raise click.BadParameter(problem, param_hint="--precision")
     if text is None and file is None:
         data = data_for_checkpoint(checkpoint)
         embeddings = data.embeddings
@@ -145,7 +149,7 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
             raw = (text or "").replace("\\n", "\n").replace(" / ", "\n")
         source = raw.splitlines()
     chosen = infer_backend(info.config, target, backend=backend, batch_size=max(1, len(source)),
-                           need_weights=plot is not None, report=warn)  # fmt: skip
+                           need_weights=plot is not None, precision=precision, report=warn)  # fmt: skip
     model = load(checkpoint, backend=chosen, device=target)
     if plot is not None and target.type == "cuda":
         warn("reconstruct: decoding eagerly, not from a CUDA graph: --plot needs the attention weights")
@@ -159,6 +163,7 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
             device=target,
             progress=Throttled(steps),
             weights=plot is not None,
+            precision=precision,
         )
     finally:
         steps.close()
@@ -168,6 +173,8 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
         emit_json(
             {
                 "checkpoint": str(checkpoint),
+                "backend": chosen,
+                "precision": precision,
                 "lines": [
                     {"text": r.text, "tokens": r.tokens, "reconstruction": r.words, "cosine": r.cosine}
                     for r in result.lines

@@ -23,8 +23,9 @@ from ._common import emit_json, json_option, precision_option
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="Default: the best one here.")
 @precision_option(
     "The job's precision, as `train --precision` runs it and timed that way: bf16, float32 weights under bf16 "
-    "autocast (checked against naive in bfloat16); tf32, float32 matmuls on TF32 tensor cores (CUDA).",
-    name="--dtype",
+    "autocast (checked against naive in bfloat16); tf32, float32 matmuls on TF32 tensor cores (CUDA). "
+    "--dtype is its earlier name.",
+    "--dtype",
 )
 @click.option("--train/--infer", "train", default=True, help="Choose for training steps (default) or for inference.")
 @click.option(
@@ -87,7 +88,7 @@ def select(
     config = ModelConfig.from_json(config_path) if config_path is not None else ModelConfig.preset(preset or "seed")
     device = device or detect_hardware().device
     if (problem := precision_problem(precision, torch.device(device))) is not None:
-        raise click.BadParameter(problem, param_hint="--dtype")
+        raise click.BadParameter(problem, param_hint="--precision")
     job = Job(
         config=config,
         device=device,

@@ -14,9 +14,10 @@ from torch import Tensor
 
 from ._batches import Batcher
 from ._checkpoint import atomic_write_bytes
-from ._errors import QuatrainError
+from ._errors import ConfigError, QuatrainError
 from ._metrics import nearest_words
 from ._model import Autoencoder
+from ._precision import autocast, precision_problem, step_precision
 from ._trainstep import InferenceStep
 from .data import NEWLINE, DataError, Embeddings, cut_windows, encode_poem, tokenize
 
@@ -55,6 +56,7 @@ def reconstruct_lines(
     batch_size: int = 64,
     progress: Callable[[int, int, str], None] | None = None,
     weights: bool = True,
+    precision: str = "fp32",
 ) -> Reconstruction:
     """Reconstruct ``lines`` (one poem) with ``model``, fully autoregressive.
 
@@ -72,10 +74,16 @@ def reconstruct_lines(
             draws). Without them the windows run through the engine's ``InferenceStep`` (on CUDA replayed
             from a CUDA graph: windows padded to the longest one and groups to ``batch_size`` rows, so
             every group has one shape), as ``quatrain eval`` does.
+        precision: 'fp32', 'tf32' (CUDA only) or 'bf16' autocast, as ``quatrain train --precision`` runs it
+            (``quatrain._precision``); with ``weights`` too.
 
     Raises:
+        ConfigError: this machine cannot run ``precision`` (checked before any work).
         DataError: no line holds a token.
     """
+    target = torch.device(device)
+    if (problem := precision_problem(precision, target, model.config.rnn)) is not None:
+        raise ConfigError(f"precision {precision!r}: {problem}")
     lines = [line.strip() for line in lines if line.strip()]
     if not lines:
         raise DataError("nothing to reconstruct: the text is empty")
@@ -88,8 +96,8 @@ def reconstruct_lines(
     preds: list[Tensor] = []
     attention: list[Tensor] = []
     model.eval()
-    static = torch.device(device).type == "cuda" and not weights  # one shape per group, so one graph
-    step = None if weights else InferenceStep(model, cuda_graph=static, warmup=1)
+    static = target.type == "cuda" and not weights  # one shape per group, so one graph
+    step = None if weights else InferenceStep(model, cuda_graph=static, warmup=1, precision=precision)
     width = max(len(w) for w in windows)
     ids_host = torch.tensor([w + [newline] * (width - len(w)) for w in windows])  # (N, width)
     batcher = Batcher(ids_host, torch.tensor([len(w) for w in windows]), table, batch_size=batch_size, static=static)
@@ -100,7 +108,8 @@ def reconstruct_lines(
             if step is not None:
                 recon = step.run(batch)
             else:
-                out = model(batch.x, batch.mask, teacher_forcing=0.0, need_weights=model.config.attention != "none")
+                with step_precision(precision), autocast(target, precision):
+                    out = model(batch.x, batch.mask, teacher_forcing=0.0, need_weights=model.config.attention != "none")
                 recon = out.reconstruction
             for row, window in enumerate(group):
                 preds.append(recon[row, : len(window)].float())

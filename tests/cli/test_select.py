@@ -146,7 +146,10 @@ def test_preset_and_config_together_are_a_usage_error(fakes, tmp_path):
     assert "not both" in result.output
 
 
-def test_a_tf32_job_off_cuda_is_refused_in_one_line(fakes):
-    result = run("select", "--preset", "tiny", "--device", "cpu", "--dtype", "tf32")
+@pytest.mark.parametrize("spelling", ["--precision", "--dtype"])
+def test_a_tf32_job_off_cuda_is_refused_in_one_line(fakes, spelling):
+    """--precision, as train, eval, reconstruct and bench spell it; --dtype, its earlier name, still works."""
+    result = run("select", "--preset", "tiny", "--device", "cpu", spelling, "tf32")
     assert result.exit_code == 2
     assert "TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs, and this job runs on cpu" in result.output
+    assert "--precision" in result.output

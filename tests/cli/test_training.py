@@ -238,6 +238,44 @@ def test_eval_at_tf32_off_cuda_is_refused_before_the_data_loads(trained):
     assert "loading the corpus" not in result.output and "Traceback" not in result.output
 
 
+def test_reconstruct_at_tf32_off_cuda_is_refused_before_the_data_loads(trained):
+    out, _ = trained
+    result = CliRunner().invoke(cli, ["reconstruct", str(out), "--device", "cpu", "--precision", "tf32"])
+    assert result.exit_code == 2
+    assert "TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs" in result.output
+    assert "loading the corpus" not in result.output and "Traceback" not in result.output
+
+
+def test_reconstruct_runs_at_the_precision_asked_for(trained, monkeypatch):
+    """--precision reaches backend selection and the inference engine, and the JSON names both."""
+    import torch
+
+    import quatrain._reconstruct as reconstruct
+    from quatrain import ModelConfig
+    from quatrain._rnn import autocast_problem
+
+    if (problem := autocast_problem(ModelConfig.preset("tiny").rnn, torch.device("cpu"))) is not None:
+        pytest.skip(problem)
+    seen = []
+
+    class Spy(reconstruct.InferenceStep):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("precision"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(reconstruct, "InferenceStep", Spy)
+    out, _ = trained
+    args = ["reconstruct", str(out), "the rose / of night", "--json", "--device", "cpu"]
+    exact = json.loads(CliRunner().invoke(cli, args).stdout)
+    result = CliRunner().invoke(cli, [*args, "--precision", "bf16"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert seen == ["fp32", "bf16"] and (exact["precision"], report["precision"]) == ("fp32", "bf16")
+    assert "fastest correct for cpu bfloat16 inference" in result.stderr
+    assert report["backend"] in result.stderr
+    assert [line["text"] for line in report["lines"]] == ["the rose", "of night"]
+
+
 def test_eval_runs_at_the_precision_asked_for(trained, monkeypatch):
     """--precision reaches the inference engine (and backend selection times that job); bf16 autocast
     decodes near the float32 result."""

@@ -53,3 +53,34 @@ def test_without_weights_the_engine_reconstructs_like_the_model(poetry_files, ba
     assert [r.words for r in plain.lines] == [r.words for r in full.lines]
     for a, b in zip(plain.lines, full.lines, strict=True):
         assert a.cosine == pytest.approx(b.cosine, abs=1e-5)
+
+
+def test_tf32_off_cuda_is_refused_before_any_work(poetry_files):
+    _, vectors = poetry_files
+    model = quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny")).eval()
+    with pytest.raises(quatrain.ConfigError, match="precision 'tf32': TF32 is the tensor-core float32"):
+        reconstruct_lines(model, load_embeddings(vectors), ["the rose"], device="cpu", precision="tf32")
+
+
+@pytest.mark.parametrize("weights", [False, True])
+def test_bf16_reconstructs_under_autocast_near_the_float32_result(poetry_files, weights):
+    """--precision bf16: both paths (the engine, and the model itself when the attention weights are asked
+    for) decode under bf16 autocast, near the float32 reconstruction but not equal to it."""
+    from quatrain._rnn import autocast_problem
+
+    if (problem := autocast_problem("lstm", torch.device("cpu"))) is not None:
+        pytest.skip(problem)
+    _, vectors = poetry_files
+    embeddings = load_embeddings(vectors)
+    model = quatrain.Autoencoder(quatrain.ModelConfig.preset("tiny")).eval()
+    autocast_seen: list[bool] = []
+    model.decoder.register_forward_hook(lambda *_: autocast_seen.append(torch.is_autocast_enabled("cpu")))
+    text = [f"the rose {'of night ' * (i % 4)}and the sea" for i in range(6)]
+    exact = reconstruct_lines(model, embeddings, text, weights=weights)
+    assert autocast_seen and not any(autocast_seen)
+    autocast_seen.clear()
+    low = reconstruct_lines(model, embeddings, text, weights=weights, precision="bf16")
+    assert autocast_seen and all(autocast_seen)
+    cosines = [(a.cosine, b.cosine) for a, b in zip(low.lines, exact.lines, strict=True)]
+    assert all(a == pytest.approx(b, abs=0.05) for a, b in cosines)
+    assert any(a != b for a, b in cosines)
