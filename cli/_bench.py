@@ -110,9 +110,16 @@ def heading(report: dict[str, Any]) -> str:
         f"{' under bf16 autocast' if setup.get('precision') == 'bf16' else ''}"
         f"{' (TF32 matmuls)' if setup.get('tf32_matmul') and setup['device'] == 'cuda' else ''}, "
         f"{setup['config']['num_heads']} heads, batch {setup['batch_size']} x "
-        f"{setup['seq_len']}, median ± half IQR of {setup['iters']} steps after {setup['warmup']} warm-up; "
+        f"{setup['seq_len']}, median ± half IQR of {_steps(setup)}; "
         f"{hw['device_name']}, {machine['threads']} threads, torch {report['versions']['torch']}, {report['date']}"
     )
+
+
+def _steps(setup: dict[str, Any]) -> str:
+    rounds = setup.get("rounds", 1)
+    if rounds == 1:
+        return f"{setup['iters']} steps after {setup['warmup']} warm-up"
+    return f"{rounds} rounds of {setup['iters']} steps, each after {setup['warmup']} warm-up, the variants in turn"
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -196,6 +203,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
     "--iters", type=click.IntRange(min=1), default=None, help="Timed steps per variant and mode [10 CPU, 50 GPU]."
 )
 @click.option("--warmup", type=click.IntRange(min=1), default=None, help="Warm-up steps, timed apart [2 CPU, 4 GPU].")
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Time every variant in turn this many times over (--iters steps each, after a warm-up) and pool the rounds, "
+    "so a drift in the machine's speed falls on every variant alike.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size.")
 @click.option(
     "--heads", type=click.IntRange(min=1), default=None, help="Attention heads (must divide the preset's hidden size)."
@@ -218,6 +233,7 @@ def bench(
     backend_list: str | None,
     iters: int | None,
     warmup: int | None,
+    rounds: int,
     batch_size: int,
     heads: int | None,
     threads: int | None,
@@ -271,6 +287,7 @@ def bench(
             backends=names,
             iters=iters or (50 if on_gpu else 10),
             warmup=warmup or (4 if on_gpu else 2),
+            rounds=rounds,
             batch_size=batch_size,
             cuda_graph=on_gpu and not no_graph,
             registry=registry,

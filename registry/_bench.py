@@ -31,7 +31,7 @@ from quatrain._precision import PRECISIONS, precision_problem
 from ._check import REFERENCE, check_against, probe_batch
 from ._discovery import Registry, get_registry
 from ._hardware import detect_hardware
-from ._measure import MODE_TITLES, MODES, TEACHER_FORCING, Timing, failed, measure, one_line
+from ._measure import MODE_TITLES, MODES, TEACHER_FORCING, Timing, failed, measure, one_line, pooled
 from ._probe import BASELINE, COMPILED_BASELINE, build_variants, eligibility_reasons, make_batch, wraps_step
 from ._warmups import WarmupCache
 
@@ -92,6 +92,7 @@ def run_bench(
     backends: Iterable[str] | None = None,
     iters: int = 10,
     warmup: int = 2,
+    rounds: int = 1,
     batch_size: int = 32,
     cuda_graph: bool | None = None,
     seed: int = 0,
@@ -107,14 +108,19 @@ def run_bench(
             'tf32', float32 matmuls on TF32 tensor cores (CUDA); or 'bf16', the forward under bf16 autocast
             over float32 weights (the checks against naive too; 'tf32' is checked in full float32).
         backends: names to run (default: every registered backend); unavailable ones are reported with reasons.
-        iters: timed calls per variant and mode.
+        iters: timed calls per variant and mode (in each round).
         warmup: calls before the timed ones, timed separately (on CUDA the last one captures the graph).
+        rounds: each mode times every variant in turn this many times over (``iters`` calls each time, after
+            its warm-up), and pools the rounds (``_measure.pooled``): a drift in the machine's speed then falls
+            on every variant alike, not on the ones timed last.
         cuda_graph: capture whole steps in CUDA graphs (default: on CUDA).
         progress: called as ``progress(done, total, label)`` before each measurement.
 
     Raises:
         UnknownBackendError: a name in ``backends`` is not registered.
     """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
     if precision not in PRECISIONS or (precision != "fp32" and dtype != torch.float32):
         raise ValueError(f"precision must be 'fp32', or 'tf32'/'bf16' over float32 weights; got {precision!r}, {dtype}")
     if (problem := precision_problem(precision, torch.device(device), config.rnn)) is not None:
@@ -137,7 +143,7 @@ def run_bench(
         names.insert(1, COMPILED_BASELINE)
     models = build_variants(config, names, device=dev, dtype=dtype, registry=registry, seed=seed)
     x, mask = make_batch(config, batch_size, dev, dtype, seed)
-    total = len(names) * (len(MODES) + 1)
+    total = len(names) * (len(MODES) * rounds + 1)
     done = 0
 
     def tick(label: str) -> None:
@@ -167,26 +173,20 @@ def run_bench(
                     checks[name] = Check(ratio=math.nan, passed=False, worst=f"raised {one_line(e)}")
     timings: dict[str, dict[str, Timing]] = {name: {} for name in names}
     for mode in MODES:
+        done_rounds: dict[str, list[Timing]] = {name: [] for name in names}
+        for round_ in range(rounds):
+            for name in names:
+                of = f" (round {round_ + 1}/{rounds})" if rounds > 1 else ""
+                tick(f"{MODE_TITLES[mode]}: {name}{of}")
+                if done_rounds[name] and not math.isfinite(done_rounds[name][-1].median_ms):
+                    continue  # it failed in an earlier round: reported as it failed
+                timing = _measure_variant(models[name], mode, x, mask, iters, warmup, graphs, precision)
+                done_rounds[name].append(timing)
+                gc.collect()
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
         for name in names:
-            tick(f"{MODE_TITLES[mode]}: {name}")
-            try:
-                timings[name][mode] = measure(
-                    models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=graphs, precision=precision
-                )
-            except Exception as e:  # report the failure in the table, keep benchmarking the rest
-                timings[name][mode] = failed(one_line(e))
-                if graphs:  # a backend that cannot live inside an outer graph may still run eagerly
-                    try:
-                        t = measure(
-                            models[name], mode, x, mask, iters=iters, warmup=warmup, cuda_graph=False,
-                            precision=precision,
-                        )  # fmt: skip
-                        timings[name][mode] = attrs.evolve(t, note=f"eager: with graphs it raised {one_line(e)}")
-                    except Exception as again:
-                        timings[name][mode] = failed(one_line(again))
-            gc.collect()
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+            timings[name][mode] = pooled(done_rounds[name])
     _record_warmups(hardware, timings)
     if progress is not None:
         progress(total, total, "done")
@@ -194,9 +194,27 @@ def run_bench(
         config, names, timings, checks, unavailable, registry, device, dtype, iters, warmup, batch_size, graphs
     )
     report["setup"]["precision"] = precision
+    report["setup"]["rounds"] = rounds
     if precision == "tf32":  # set inside each step (quatrain._precision.step_precision), not globally
         report["setup"]["tf32_matmul"] = report["setup"]["tf32_cudnn"] = True
     return report
+
+
+def _measure_variant(
+    model: Any, mode: str, x: Tensor, mask: Tensor, iters: int, warmup: int, graphs: bool, precision: str
+) -> Timing:
+    """One round of one variant in one mode; a failure becomes its timing (reported in the table, the rest
+    keep running), and a backend that cannot live inside an outer CUDA graph is timed eagerly, so noted."""
+    try:
+        return measure(model, mode, x, mask, iters=iters, warmup=warmup, cuda_graph=graphs, precision=precision)
+    except Exception as e:
+        if not graphs:
+            return failed(one_line(e))
+        try:
+            t = measure(model, mode, x, mask, iters=iters, warmup=warmup, cuda_graph=False, precision=precision)
+        except Exception as again:
+            return failed(one_line(again))
+        return attrs.evolve(t, note=f"eager: with graphs it raised {one_line(e)}")
 
 
 def _record_warmups(hardware: Any, timings: dict[str, dict[str, Timing]]) -> None:

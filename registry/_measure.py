@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 import torch
@@ -45,6 +45,8 @@ class Timing:
     graphed: bool
     """Replayed from one captured CUDA graph."""
     note: str = ""
+    samples_ms: tuple[float, ...] = ()
+    """The timed calls, ms each (``train-epoch``: one mean per step for each pass of the loop)."""
 
     @property
     def iqr_ms(self) -> float:
@@ -174,6 +176,29 @@ def measure(
         path="parallel" if parallel else "sequential",
         graphed=runner.graphed,
         note=f"eager: {runner.fallback_reason}" if cuda_graph and runner.fallback_reason else "",
+        samples_ms=tuple(times),
+    )
+
+
+def pooled(rounds: Sequence[Timing]) -> Timing:
+    """One variant's rounds in one mode (``run_bench(rounds=...)``) as one timing: quantiles over every round's
+    calls, the first round's warm-up (later rounds warm up again, not counted), the highest peak, graphed only
+    if every round was. A failed round is the result: its note says why."""
+    for timing in rounds:
+        if not math.isfinite(timing.median_ms):
+            return timing
+    samples = [ms for timing in rounds for ms in timing.samples_ms]
+    first = rounds[0]
+    return attrs.evolve(
+        first,
+        median_ms=quantile(samples, 0.5),
+        q1_ms=quantile(samples, 0.25),
+        q3_ms=quantile(samples, 0.75),
+        iters=sum(timing.iters for timing in rounds),
+        peak_mem_mb=max(timing.peak_mem_mb for timing in rounds),
+        graphed=all(timing.graphed for timing in rounds),
+        note=next((timing.note for timing in rounds if timing.note), ""),
+        samples_ms=tuple(samples),
     )
 
 

@@ -37,6 +37,17 @@ def test_json_schema_on_the_tiny_preset(registry, tmp_path):
     assert "[0/" in result.stderr  # progress on stderr, not in the JSON
 
 
+def test_rounds_are_pooled_and_named_in_the_heading(registry, tmp_path):
+    md = tmp_path / "run.md"
+    result = run(*QUICK, "--batch-size", "2", "--rounds", "2", "--json", "--markdown", str(md))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["setup"]["rounds"] == 2
+    assert all(v["modes"]["infer"]["iters"] == 4 for v in report["variants"])
+    assert "2 rounds of 2 steps, each after 1 warm-up, the variants in turn" in md.read_text()
+    assert "(round 2/2)" in result.stderr
+
+
 def test_table_and_summary(registry):
     result = run(*QUICK, "--batch-size", "2")
     assert result.exit_code == 0, result.output

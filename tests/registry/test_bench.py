@@ -177,3 +177,56 @@ def test_the_autocast_probe_runs_the_forward_in_bfloat16(fakes, tiny):
     x, mask = probe_batch(tiny, torch.device("cpu"), torch.float32, 0)
     assert probe(model, x, mask, autocast=True)["output tf 1.0"].dtype == torch.bfloat16
     assert probe(model, x, mask)["output tf 1.0"].dtype == torch.float32
+
+
+def test_rounds_time_the_variants_in_turn_and_pool_their_calls(fakes, tiny, monkeypatch):
+    """rounds=3: each mode runs none, naive, serial, none, naive, serial, ...; each variant's statistics pool
+    its 3 x 2 calls, its warm-up is the first round's."""
+    real, order = _bench.measure, []
+
+    def measure(model, mode, *args, **kwargs):
+        order.append((mode, "none" if model.decoder.attention is None else model.backend))
+        return real(model, mode, *args, **kwargs)
+
+    monkeypatch.setattr(_bench, "measure", measure)
+    report = run_bench(tiny, backends=["serial"], iters=2, warmup=1, rounds=3, batch_size=2, registry=fakes)
+    for mode in _measure.MODES:
+        assert [name for m, name in order if m == mode] == ["none", "naive", "serial"] * 3
+    assert report["setup"]["rounds"] == 3 and report["setup"]["iters"] == 2
+    for v in report["variants"]:
+        for t in v["modes"].values():
+            assert t["iters"] == 6 and len(t["samples_ms"]) == (3 if t is v["modes"]["train-epoch"] else 6)
+            assert t["median_ms"] == pytest.approx(_measure.quantile(t["samples_ms"], 0.5))
+
+
+def test_pooled_rounds_keep_the_first_warm_up_the_highest_peak_and_a_failure():
+    def timing(samples, peak, warm=5.0, graphed=True):
+        return _measure.Timing(
+            median_ms=_measure.quantile(samples, 0.5), q1_ms=0.0, q3_ms=0.0, iters=len(samples), warmup_ms=warm,
+            warmup_iters=1, peak_mem_mb=peak, path="parallel", graphed=graphed, samples_ms=tuple(samples),
+        )  # fmt: skip
+
+    both = _measure.pooled([timing([1.0, 2.0], 10.0, warm=7.0), timing([3.0, 4.0], 30.0, graphed=False)])
+    assert (both.median_ms, both.q1_ms, both.q3_ms) == (2.5, 1.75, 3.25)
+    assert both.iters == 4 and both.samples_ms == (1.0, 2.0, 3.0, 4.0)
+    assert both.warmup_ms == 7.0 and both.peak_mem_mb == 30.0 and not both.graphed
+    broken = _measure.failed("RuntimeError: boom")
+    assert _measure.pooled([timing([1.0], 1.0), broken]) is broken
+
+
+def test_a_variant_that_fails_in_a_round_is_not_timed_again(fakes, tiny, monkeypatch):
+    real, calls = _bench.measure, []
+
+    def measure(model, mode, *args, **kwargs):
+        if model.backend == "serial" and mode == "infer":
+            calls.append(mode)
+            if len(calls) == 2:
+                raise RuntimeError("boom in round 2")
+        return real(model, mode, *args, **kwargs)
+
+    monkeypatch.setattr(_bench, "measure", measure)
+    report = run_bench(tiny, backends=["serial"], iters=1, warmup=1, rounds=3, batch_size=2, registry=fakes)
+    infer = variant(report, "serial")["modes"]["infer"]
+    assert calls == ["infer", "infer"]
+    assert infer["median_ms"] is None and infer["note"] == "error: RuntimeError: boom in round 2"
+    assert variant(report, "naive")["modes"]["infer"]["iters"] == 3
