@@ -180,7 +180,8 @@ def run_bench(
                 tick(f"{MODE_TITLES[mode]}: {name}{of}")
                 if done_rounds[name] and not math.isfinite(done_rounds[name][-1].median_ms):
                     continue  # it failed in an earlier round: reported as it failed
-                timing = _measure_variant(models[name], mode, x, mask, iters, warmup, graphs, precision)
+                # One seed per round for every variant: on CPU they meet the same coins (_measure.measure).
+                timing = _measure_variant(models[name], mode, x, mask, iters, warmup, graphs, precision, seed + round_)
                 done_rounds[name].append(timing)
                 gc.collect()
                 if dev.type == "cuda":
@@ -201,17 +202,23 @@ def run_bench(
 
 
 def _measure_variant(
-    model: Any, mode: str, x: Tensor, mask: Tensor, iters: int, warmup: int, graphs: bool, precision: str
+    model: Any, mode: str, x: Tensor, mask: Tensor, iters: int, warmup: int, graphs: bool, precision: str, seed: int
 ) -> Timing:
     """One round of one variant in one mode; a failure becomes its timing (reported in the table, the rest
     keep running), and a backend that cannot live inside an outer CUDA graph is timed eagerly, so noted."""
+
+    def timed(cuda_graph: bool) -> Timing:
+        return measure(
+            model, mode, x, mask, iters=iters, warmup=warmup, cuda_graph=cuda_graph, precision=precision, seed=seed
+        )
+
     try:
-        return measure(model, mode, x, mask, iters=iters, warmup=warmup, cuda_graph=graphs, precision=precision)
+        return timed(graphs)
     except Exception as e:
         if not graphs:
             return failed(one_line(e))
         try:
-            t = measure(model, mode, x, mask, iters=iters, warmup=warmup, cuda_graph=False, precision=precision)
+            t = timed(False)
         except Exception as again:
             return failed(one_line(again))
         return attrs.evolve(t, note=f"eager: with graphs it raised {one_line(e)}")

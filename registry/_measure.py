@@ -133,11 +133,16 @@ def measure(
     cuda_graph: bool,
     teacher_forcing: float | None = None,
     precision: str = "fp32",
+    seed: int | None = None,
 ) -> Timing:
     """Time ``model`` in ``mode`` (see MODES) on one batch; ``warmup`` calls first, timed apart.
 
     ``teacher_forcing`` overrides the mode's own (train modes only); ``precision`` is the engine's ('fp32',
-    'tf32' or 'bf16', as ``quatrain train --precision`` runs it; ``quatrain._precision``).
+    'tf32' or 'bf16', as ``quatrain train --precision`` runs it; ``quatrain._precision``). ``seed``: on CPU,
+    the calls draw their random numbers (scheduled sampling's coins, dropout) from a CPU generator seeded
+    with it, the caller's state restored after, so variants timed with one seed meet the same coins. On CPU
+    a sequential step's work depends on them (each teacher-forced stretch is one RNN call, each other step
+    runs alone); a CUDA graph's step runs every step alike, whatever its coins.
     """
     device = x.device
     probe = MemoryProbe(device)
@@ -152,17 +157,21 @@ def measure(
             model, teacher_forcing=tf, cuda_graph=cuda_graph, warmup=max(1, warmup - 1), precision=precision
         )
     batch = Batch.of(x, mask)  # checked once, then every call runs as the jobs do: no host sync per step
-    try:
-        if mode == "train-epoch":  # one pass of the trainer's loop: a mean per step, no per-step spread
-            assert isinstance(runner, TrainStep)
-            warm = [repeat_epoch(runner, x, mask, warmup).seconds * 1000.0]
-            times = [repeat_epoch(runner, x, mask, iters).seconds * 1000.0 / iters]
-        else:
-            warm = time_calls(lambda: runner.run(batch), iters=warmup, device=device)
-            times = time_calls(lambda: runner.run(batch), iters=iters, device=device)
-        peak = probe.peak_mb()
-    finally:
-        model.train()
+    seeded = seed is not None and device.type == "cpu"
+    with torch.random.fork_rng(devices=[], enabled=seeded):  # the caller's CPU generator is restored after
+        if seed is not None and seeded:
+            torch.default_generator.manual_seed(seed)
+        try:
+            if mode == "train-epoch":  # one pass of the trainer's loop: a mean per step, no per-step spread
+                assert isinstance(runner, TrainStep)
+                warm = [repeat_epoch(runner, x, mask, warmup).seconds * 1000.0]
+                times = [repeat_epoch(runner, x, mask, iters).seconds * 1000.0 / iters]
+            else:
+                warm = time_calls(lambda: runner.run(batch), iters=warmup, device=device)
+                times = time_calls(lambda: runner.run(batch), iters=iters, device=device)
+            peak = probe.peak_mb()
+        finally:
+            model.train()
     tf = TEACHER_FORCING[mode] if teacher_forcing is None or mode == "infer" else teacher_forcing
     parallel = tf >= 1.0 and model.decoder.can_run_parallel
     return Timing(

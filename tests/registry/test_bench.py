@@ -230,3 +230,30 @@ def test_a_variant_that_fails_in_a_round_is_not_timed_again(fakes, tiny, monkeyp
     assert calls == ["infer", "infer"]
     assert infer["median_ms"] is None and infer["note"] == "error: RuntimeError: boom in round 2"
     assert variant(report, "naive")["modes"]["infer"]["iters"] == 3
+
+
+def test_a_seed_gives_every_variant_the_same_coins_and_leaves_the_callers_generator(fakes, tiny, monkeypatch):
+    """On CPU a sequential step's work follows its coins (each teacher-forced stretch is one RNN call), so the
+    bench times every variant of a round on the same coins; the caller's random state is untouched."""
+    import quatrain._model as model_module
+
+    seen: list[list[bool]] = []
+    real = model_module.decode_stretches
+
+    def spy(run, step, inputs, coins, *args, **kwargs):
+        seen.append(coins.tolist())
+        return real(run, step, inputs, coins, *args, **kwargs)
+
+    monkeypatch.setattr(model_module, "decode_stretches", spy)
+    models = _probe.build_variants(tiny, ["none", "naive"], device=torch.device("cpu"), dtype=torch.float32,
+                                   registry=fakes)  # fmt: skip
+    x, mask = _probe.make_batch(tiny, 2, torch.device("cpu"), torch.float32)
+    state = torch.get_rng_state()
+    runs = {}
+    for seed, name in ((5, "none"), (5, "naive"), (6, "naive")):
+        seen.clear()
+        _measure.measure(models[name], "train-seq", x, mask, iters=3, warmup=1, cuda_graph=False, seed=seed)
+        runs[seed, name] = list(seen)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert len(runs[5, "none"]) == 4 and runs[5, "none"] == runs[5, "naive"]
+    assert runs[6, "naive"] != runs[5, "naive"]
