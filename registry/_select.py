@@ -154,7 +154,7 @@ def selection_key(job: Job, registry: Registry, hardware: Hardware) -> str:
         "quatrain": quatrain_version(),
         "plugins": plugins,
         "job": job.to_dict(),
-        "timing": "bf16 jobs under autocast",  # how measure_backend times a job: a change retires old decisions
+        "timing": "bf16 jobs under autocast; one seed",  # how measure_backend times a job: a change retires old ones
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -180,6 +180,7 @@ def measure_backend(name: str, job: Job, registry: Registry | None = None) -> tu
         cuda_graph=device.type == "cuda",
         teacher_forcing=job.teacher_forcing,
         precision="bf16" if autocast else ("tf32" if job.tf32 else "fp32"),
+        seed=0,  # on CPU every candidate meets the same coins (a sequential step's work follows them)
     )
     extra = max(0.0, timing.warmup_ms - timing.warmup_iters * timing.median_ms) / 1000.0
     return timing.median_ms, extra
