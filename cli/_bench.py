@@ -10,7 +10,16 @@ from typing import Any
 
 import click
 
-from ._common import check_backend, check_device, emit_json, json_option, precision_option, prepare_output, table
+from ._common import (
+    check_backend,
+    check_device,
+    check_precision,
+    emit_json,
+    json_option,
+    precision_option,
+    prepare_output,
+    table,
+)
 from ._progress import StepProgress
 
 PRESETS = ("seed", "small", "tiny")
@@ -250,7 +259,7 @@ def bench(
     """
     import torch
 
-    from quatrain import ModelConfig, atomic_write_bytes, precision_problem
+    from quatrain import ModelConfig, atomic_write_bytes
     from quatrain.registry import detect_hardware, get_registry, run_bench
 
     if plot_path is not None and importlib.util.find_spec("matplotlib") is None:  # fail before minutes of work
@@ -258,8 +267,7 @@ def bench(
     device = device or detect_hardware().device
     if precision != "fp32" and dtype != "fp32":
         raise click.BadParameter(f"{precision} runs a float32 model; leave --dtype at fp32", param_hint="--precision")
-    if (problem := precision_problem(precision, torch.device(device))) is not None:
-        raise click.BadParameter(problem, param_hint="--precision")
+    check_precision(precision, device)
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list is not None else None
     if names is not None and not names:
         raise click.BadParameter("names no backend; leave it out to run them all", param_hint="--backends")

@@ -103,6 +103,17 @@ def precision_option(help: str, *aliases: str) -> Callable[[Callable[..., Any]],
     return click.option(*names, type=click.Choice(PRECISIONS), default="fp32", show_default=True, help=help)
 
 
+def check_precision(precision: str, device: Any, rnn: str | None = None) -> None:
+    """Refuse (a usage error naming --precision, exit 2) a precision this machine cannot run, before any work:
+    ``quatrain.precision_problem``'s reason. ``device``: a torch.device or its name."""
+    import torch
+
+    from quatrain import precision_problem
+
+    if (problem := precision_problem(precision, torch.device(device), rnn)) is not None:
+        raise click.BadParameter(problem, param_hint="--precision")
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 

@@ -11,6 +11,7 @@ from ._common import (
     DEVICE_HELP,
     Throttled,
     check_device,
+    check_precision,
     emit_json,
     json_option,
     precision_option,
@@ -46,13 +47,12 @@ def evaluate(
     checkpoint: str, split: str, batch_size: int, device: str, backend: str, precision: str, as_json: bool
 ) -> None:
     """Held-out metrics of a trained checkpoint, fully autoregressive (no teacher forcing)."""
-    from quatrain import data_for_checkpoint, evaluate_checkpoint, precision_problem, read_info, resolve_device
+    from quatrain import data_for_checkpoint, evaluate_checkpoint, read_info, resolve_device
     from quatrain.registry import infer_backend, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     config, target = read_info(path).config, resolve_device(device)
-    if (problem := precision_problem(precision, target, config.rnn)) is not None:  # before the data loads
-        raise click.BadParameter(problem, param_hint="--precision")
+    check_precision(precision, target, config.rnn)  # before the data loads
     stage(f"eval: loading the corpus, embeddings and split of {str(path)!r}")
     data = data_for_checkpoint(path)
     steps = -(-len(data.windows[split]) // batch_size)
@@ -110,7 +110,6 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
         data_for_checkpoint,
         load,
         plot_attention,
-        precision_problem,
         read_info,
         reconstruct_lines,
         resolve_device,
@@ -131,8 +130,7 @@ def reconstruct(checkpoint: str | Path, text: str | None, file: Path | None, lin
     if "train" not in info.metadata:
         raise click.ClickException(f"{str(checkpoint)!r} was not written by quatrain train (no recipe in it)")
     config = TrainConfig.from_dict(json.loads(info.metadata["train"]))
-    if (problem := precision_problem(precision, target, info.config.rnn)) is not None:  # before the data loads
-        raise click.BadParameter(problem, param_hint="--precision")
+    check_precision(precision, target, info.config.rnn)  # before the data loads
     if text is None and file is None:
         data = data_for_checkpoint(checkpoint)
         embeddings = data.embeddings

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ._bench import PRESETS
-from ._common import emit_json, json_option, precision_option
+from ._common import check_precision, emit_json, json_option, precision_option
 
 
 @click.command("select")
@@ -76,9 +76,7 @@ def select(
     """
     import warnings
 
-    import torch
-
-    from quatrain import ModelConfig, precision_problem
+    from quatrain import ModelConfig
     from quatrain.registry import Job, detect_hardware, precision_fields, select_backend
 
     if preset is not None and config_path is not None:
@@ -87,8 +85,7 @@ def select(
         raise click.UsageError("--force applies to a named backend (--backend NAME), not to 'auto'")
     config = ModelConfig.from_json(config_path) if config_path is not None else ModelConfig.preset(preset or "seed")
     device = device or detect_hardware().device
-    if (problem := precision_problem(precision, torch.device(device))) is not None:
-        raise click.BadParameter(problem, param_hint="--precision")
+    check_precision(precision, device)
     job = Job(
         config=config,
         device=device,

@@ -19,7 +19,7 @@ from ._errors import CheckpointError, ConfigError
 from ._loss import reconstruction_loss
 from ._metrics import NeighbourRanks, word_ranks
 from ._model import Autoencoder
-from ._precision import autocast, precision_problem, step_precision
+from ._precision import autocast, require_precision, step_precision
 from ._recipe import TrainConfig, prepare_data, resolve_device
 from ._trainstep import InferenceStep, synchronize
 from .data import PoetryData
@@ -296,8 +296,7 @@ def evaluate_checkpoint(
 
     target = resolve_device(device)
     info = read_info(path)
-    if (problem := precision_problem(precision, target, info.config.rnn)) is not None:
-        raise ConfigError(f"precision {precision!r}: {problem}")
+    require_precision(precision, target, info.config.rnn)
     data = data if data is not None else data_for_checkpoint(path)
     model = load(path, backend=backend, device=target)
     result = evaluate(model, data, split, batch_size=batch_size, device=target, precision=precision)

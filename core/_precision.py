@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ._errors import ConfigError
 from ._rnn import autocast_problem
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -31,6 +32,12 @@ def precision_problem(precision: str, device: torch.device, rnn: str | None = No
     if precision == "bf16" and rnn is not None:
         return autocast_problem(rnn, device)
     return None
+
+
+def require_precision(precision: str, device: torch.device, rnn: str | None = None, advice: str = "") -> None:
+    """Raise ConfigError, "precision 'P': why" (then ``advice``), where ``precision_problem`` finds one."""
+    if (problem := precision_problem(precision, device, rnn)) is not None:
+        raise ConfigError(f"precision {precision!r}: {problem}{advice}")
 
 
 @contextlib.contextmanager

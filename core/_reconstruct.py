@@ -14,10 +14,10 @@ from torch import Tensor
 
 from ._batches import Batcher
 from ._checkpoint import atomic_write_bytes
-from ._errors import ConfigError, QuatrainError
+from ._errors import QuatrainError
 from ._metrics import nearest_words
 from ._model import Autoencoder
-from ._precision import autocast, precision_problem, step_precision
+from ._precision import autocast, require_precision, step_precision
 from ._trainstep import InferenceStep
 from .data import NEWLINE, DataError, Embeddings, cut_windows, encode_poem, tokenize
 
@@ -82,8 +82,7 @@ def reconstruct_lines(
         DataError: no line holds a token.
     """
     target = torch.device(device)
-    if (problem := precision_problem(precision, target, model.config.rnn)) is not None:
-        raise ConfigError(f"precision {precision!r}: {problem}")
+    require_precision(precision, target, model.config.rnn)
     lines = [line.strip() for line in lines if line.strip()]
     if not lines:
         raise DataError("nothing to reconstruct: the text is empty")

@@ -28,7 +28,7 @@ from ._distributed import (
 from ._errors import CheckpointError, ConfigError
 from ._evaluate import SplitEvaluator
 from ._model import Autoencoder
-from ._precision import precision_problem
+from ._precision import require_precision
 from ._recipe import TeacherForcing, TrainConfig, check_resumable, paths_for, prepare_data, resolve_device
 from ._trainstate import read_state, restore_optimizer, restore_rng, rng_tensors, write_log, write_state
 from ._trainstep import BatchCallback, TrainStep, run_epoch
@@ -138,8 +138,7 @@ def _train(
     if not ckpt_path.parent.is_dir():
         raise CheckpointError(f"cannot write {str(ckpt_path)!r}: folder {str(ckpt_path.parent)!r} does not exist")
     device = ctx.device
-    if (problem := precision_problem(config.precision, device, config.model.rnn)) is not None:
-        raise ConfigError(f"precision {config.precision!r}: {problem}; train in 'fp32' on this machine")
+    require_precision(config.precision, device, config.model.rnn, advice="; train in 'fp32' on this machine")
     if not ctx.is_main:
         on_batch = on_epoch = None
     schedule = TeacherForcing.parse(config.teacher_forcing)

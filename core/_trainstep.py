@@ -26,14 +26,9 @@ from ._graphs import Graphed
 from ._graphs import GraphFallbackWarning as GraphFallbackWarning
 from ._loss import reconstruction_loss
 from ._model import Autoencoder
-from ._precision import autocast, precision_problem, step_precision
+from ._precision import autocast, require_precision, step_precision
 
 log = logging.getLogger(__name__)
-
-
-def _check_precision(precision: str, device: torch.device) -> None:
-    if (problem := precision_problem(precision, device)) is not None:
-        raise ValueError(f"precision {precision!r}: {problem}")
 
 
 class _Step:
@@ -101,7 +96,7 @@ class TrainStep(_Step):
         self.dist = dist if dist is not None and dist.is_distributed else None
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.device = self._params[0].device
-        _check_precision(precision, self.device)
+        require_precision(precision, self.device)
         graphs = cuda_graph and self.device.type == "cuda"
         # On CUDA the learning rate lives in a device tensor (so set_lr works under replay) and AdamW keeps
         # its step counters on the device (capturable), as a graph needs.
@@ -184,7 +179,7 @@ class InferenceStep(_Step):
         self.model = model.eval()
         self.precision = precision
         self.device = next(model.parameters()).device
-        _check_precision(precision, self.device)
+        require_precision(precision, self.device)
         self._runner = Graphed(self._forward, cuda_graph=cuda_graph, warmup=warmup, what="inference step")
 
     def _forward(self, x: Tensor, mask: Tensor) -> Tensor:

@@ -51,9 +51,11 @@ def _block_s(num_keys: int) -> int:
     return max(16, triton.next_power_of_2(num_keys))
 
 
-def _check(how: Launch) -> None:
+def _checked(how: Launch) -> Launch:
+    """A launch passed in (the default one needs no check)."""
     if how.block_d < 16 or how.block_d & (how.block_d - 1):
         raise ValueError(f"block_d must be a power of two of at least 16, not {how.block_d}")
+    return how
 
 
 @triton.jit
@@ -164,8 +166,7 @@ def forward(
     # tests/plugins/test_triton_step.py, TRITON_INTERPRET=1 on CPU, seeds 0-3, 2026-12-02).
     p = q.new_empty(B, h, S, dtype=torch.float32) if training else out  # not written unless training
     qs = q.new_empty(B, h * d) if training else out
-    how = how or launch(S, d)
-    _check(how)
+    how = _checked(how) if how is not None else launch(S, d)
     _forward[(B * h,)](
         x, q, k, v, bias, out, p, qs, h, S, d**-0.5,
         x.stride(0), q.stride(0), *k.stride()[:3], *v.stride()[:3], *bias.stride(),
@@ -184,8 +185,7 @@ def backward(dj: Tensor, p: Tensor, k: Tensor, v: Tensor, how: Launch | None = N
     dx = dj.new_empty(B, h * d)
     dq = dj.new_empty(B, h * d)
     ds = torch.empty_like(p)
-    how = how or launch(S, d)
-    _check(how)
+    how = _checked(how) if how is not None else launch(S, d)
     _backward[(B * h,)](
         dj, p, k, v, dx, dq, ds, h, S, d**-0.5,
         dj.stride(0), *k.stride()[:3], *v.stride()[:3],

@@ -23,10 +23,10 @@ import attrs
 import torch
 from torch import Tensor
 
-from quatrain import ConfigError, ModelConfig
+from quatrain import ModelConfig
 from quatrain._checkpoint import quatrain_version
 from quatrain._compare import Comparison
-from quatrain._precision import PRECISIONS, precision_problem
+from quatrain._precision import PRECISIONS, require_precision
 
 from ._check import REFERENCE, check_against, probe_batch
 from ._discovery import Registry, get_registry
@@ -123,8 +123,7 @@ def run_bench(
         raise ValueError(f"rounds must be at least 1, not {rounds}")
     if precision not in PRECISIONS or (precision != "fp32" and dtype != torch.float32):
         raise ValueError(f"precision must be 'fp32', or 'tf32'/'bf16' over float32 weights; got {precision!r}, {dtype}")
-    if (problem := precision_problem(precision, torch.device(device), config.rnn)) is not None:
-        raise ConfigError(f"precision {precision!r}: {problem}")
+    require_precision(precision, torch.device(device), config.rnn)
     registry = registry or get_registry()
     hardware = detect_hardware()
     dev = torch.device(device)

@@ -230,40 +230,41 @@ def test_train_at_tf32_off_cuda_is_one_line_and_writes_nothing(poetry_files, tmp
     assert list(out.parent.iterdir()) == []
 
 
-def test_eval_at_tf32_off_cuda_is_refused_before_the_data_loads(trained):
+@pytest.mark.parametrize("command", ["eval", "reconstruct"])
+def test_tf32_off_cuda_is_refused_before_the_data_loads(trained, command):
     out, _ = trained
-    result = CliRunner().invoke(cli, ["eval", str(out), "--device", "cpu", "--precision", "tf32"])
+    result = CliRunner().invoke(cli, [command, str(out), "--device", "cpu", "--precision", "tf32"])
     assert result.exit_code == 2
     assert "TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs" in result.output
     assert "loading the corpus" not in result.output and "Traceback" not in result.output
 
 
-def test_reconstruct_at_tf32_off_cuda_is_refused_before_the_data_loads(trained):
-    out, _ = trained
-    result = CliRunner().invoke(cli, ["reconstruct", str(out), "--device", "cpu", "--precision", "tf32"])
-    assert result.exit_code == 2
-    assert "TF32 is the tensor-core float32 arithmetic of NVIDIA GPUs" in result.output
-    assert "loading the corpus" not in result.output and "Traceback" not in result.output
-
-
-def test_reconstruct_runs_at_the_precision_asked_for(trained, monkeypatch):
-    """--precision reaches backend selection and the inference engine, and the JSON names both."""
+def _engine_precisions(module, monkeypatch) -> list[str | None]:
+    """The precision each ``InferenceStep`` that ``module`` makes is asked for; skips where this CPU cannot run
+    a bfloat16 LSTM under autocast (the tests then ask for bf16)."""
     import torch
 
-    import quatrain._reconstruct as reconstruct
     from quatrain import ModelConfig
     from quatrain._rnn import autocast_problem
 
     if (problem := autocast_problem(ModelConfig.preset("tiny").rnn, torch.device("cpu"))) is not None:
         pytest.skip(problem)
-    seen = []
+    seen: list[str | None] = []
 
-    class Spy(reconstruct.InferenceStep):
+    class Spy(module.InferenceStep):
         def __init__(self, *args, **kwargs):
             seen.append(kwargs.get("precision"))
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(reconstruct, "InferenceStep", Spy)
+    monkeypatch.setattr(module, "InferenceStep", Spy)
+    return seen
+
+
+def test_reconstruct_runs_at_the_precision_asked_for(trained, monkeypatch):
+    """--precision reaches backend selection and the inference engine, and the JSON names both."""
+    import quatrain._reconstruct as reconstruct
+
+    seen = _engine_precisions(reconstruct, monkeypatch)
     out, _ = trained
     args = ["reconstruct", str(out), "the rose / of night", "--json", "--device", "cpu"]
     exact = json.loads(CliRunner().invoke(cli, args).stdout)
@@ -279,22 +280,9 @@ def test_reconstruct_runs_at_the_precision_asked_for(trained, monkeypatch):
 def test_eval_runs_at_the_precision_asked_for(trained, monkeypatch):
     """--precision reaches the inference engine (and backend selection times that job); bf16 autocast
     decodes near the float32 result."""
-    import torch
-
     import quatrain._evaluate as evaluate
-    from quatrain import ModelConfig
-    from quatrain._rnn import autocast_problem
 
-    if (problem := autocast_problem(ModelConfig.preset("tiny").rnn, torch.device("cpu"))) is not None:
-        pytest.skip(problem)
-    seen = []
-
-    class Spy(evaluate.InferenceStep):
-        def __init__(self, *args, **kwargs):
-            seen.append(kwargs.get("precision"))
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(evaluate, "InferenceStep", Spy)
+    seen = _engine_precisions(evaluate, monkeypatch)
     out, _ = trained
     exact = json.loads(CliRunner().invoke(cli, ["eval", str(out), "--json", "--device", "cpu"]).stdout)
     result = CliRunner().invoke(cli, ["eval", str(out), "--json", "--device", "cpu", "--precision", "bf16"])

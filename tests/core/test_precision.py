@@ -78,7 +78,7 @@ def _recorded(model: quatrain.Autoencoder) -> list[tuple[str, bool]]:
 def test_a_tf32_train_step_runs_forward_and_backward_under_tf32(tiny, make_batch, tf32_off, monkeypatch):
     """The step's context spans the backward too (the gradient matmuls are most of a step's); on CPU the
     device check is lifted to watch the setting, which CPU kernels ignore."""
-    monkeypatch.setattr(trainstep, "_check_precision", lambda precision, device: None)
+    monkeypatch.setattr(trainstep, "require_precision", lambda precision, device: None)
     model = quatrain.Autoencoder(tiny)
     twin = copy.deepcopy(model)
     seen = _recorded(model)
