@@ -1,7 +1,8 @@
 """A job's arithmetic: the precisions a train or eval step runs at, whether this machine can run one, and the
 two contexts that set it up (``step_precision`` around the whole step, ``autocast`` around the forward).
 
-- 'fp32': float32 as PyTorch runs it by default (cuDNN's RNNs on CUDA may use TF32 tensor cores; matmuls do not).
+- 'fp32': float32 as PyTorch runs it by default (cuDNN's RNNs on CUDA may use TF32 tensor cores; matmuls do
+  not, even where the caller turned TF32 matmuls on for the process).
 - 'tf32': float32 weights, and CUDA float32 matmuls on TF32 tensor cores too (10-bit mantissa products,
   float32 accumulation), forward and backward. NVIDIA GPUs only.
 - 'bf16': float32 weights, the forward under bfloat16 autocast; the loss and the optimiser stay float32.
@@ -41,22 +42,29 @@ def require_precision(precision: str, device: torch.device, rnn: str | None = No
 
 
 @contextlib.contextmanager
-def tf32_allowed(allowed: bool) -> Iterator[None]:
-    """CUDA float32 matmuls and cuDNN (convolutions and RNNs) on TF32 tensor cores, or not, inside the block;
-    the previous settings are restored after it."""
+def tf32_allowed(allowed: bool, with_cudnn: bool = True) -> Iterator[None]:
+    """CUDA float32 matmuls on TF32 tensor cores, or not, inside the block, and cuDNN's (convolutions and RNNs)
+    likewise unless ``with_cudnn`` is False (then cuDNN keeps its setting); the previous settings are restored
+    after it."""
     matmul = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = allowed
     try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=allowed):
+        if with_cudnn:
+            with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=allowed):
+                yield
+        else:
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
 def step_precision(precision: str) -> AbstractContextManager[Any]:
-    """'tf32': TF32 allowed inside the block (a step's forward, backward and what a CUDA graph captures of
-    them); otherwise nothing changes."""
-    return tf32_allowed(True) if precision == "tf32" else contextlib.nullcontext()
+    """A step's float32 arithmetic inside the block (its forward, backward and what a CUDA graph captures of
+    them), whatever the caller set for the process: 'tf32', matmuls and cuDNN on TF32 tensor cores; 'fp32' and
+    'bf16' (whose float32 ops are fp32's), matmuls in IEEE float32, cuDNN as the process has it (PyTorch's
+    default: free to use TF32). The caller's settings are back after the block."""
+    tf32 = precision == "tf32"
+    return tf32_allowed(tf32, with_cudnn=tf32)
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:

@@ -195,8 +195,10 @@ def run_bench(
     )
     report["setup"]["precision"] = precision
     report["setup"]["rounds"] = rounds
-    if precision == "tf32":  # set inside each step (quatrain._precision.step_precision), not globally
-        report["setup"]["tf32_matmul"] = report["setup"]["tf32_cudnn"] = True
+    # What the steps ran at, set inside each step (quatrain._precision.step_precision), not the process's setting.
+    report["setup"]["tf32_matmul"] = precision == "tf32"
+    if precision == "tf32":
+        report["setup"]["tf32_cudnn"] = True
     return report
 
 

@@ -40,10 +40,25 @@ def test_tf32_turns_both_settings_on_inside_the_block_and_restores_them(tf32_off
     assert _flags() == (False, False)
 
 
+@pytest.fixture(name="tf32_on")
+def _tf32_on():
+    """The process set to TF32 for both around the test, as a caller's script might, and put back after it."""
+    before = _flags()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_the_other_precisions_leave_the_settings_alone(tf32_off, precision):
-    with step_precision(precision):
-        assert _flags() == (False, False)
+def test_the_other_precisions_run_ieee_matmuls_whatever_the_process_set(tf32_on, tf32_off, precision):
+    """fp32 means IEEE float32 matmuls even where the caller turned TF32 on; cuDNN keeps the process's setting
+    (PyTorch's default lets its RNNs use TF32). Both fixtures: the process's settings are off, then on."""
+    for matmul, cudnn in [(True, True), (False, False), (True, False)]:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        with step_precision(precision):
+            assert _flags() == (False, cudnn)
+        assert _flags() == (matmul, cudnn)
 
 
 def test_problems_name_the_precision_and_the_device():
@@ -92,6 +107,18 @@ def test_a_tf32_train_step_runs_forward_and_backward_under_tf32(tiny, make_batch
     seen.clear()
     InferenceStep(model, precision="tf32")(x, mask)
     assert seen == [("forward", True)] and _flags() == (False, False)
+
+
+def test_an_fp32_step_runs_ieee_matmuls_where_the_process_set_tf32(tiny, make_batch, tf32_on):
+    """A caller's global TF32 matmuls do not reach an fp32 step, forward or backward, or an fp32 inference."""
+    model = quatrain.Autoencoder(tiny)
+    seen = _recorded(model)
+    x, mask = make_batch(tiny, [5, 3])
+    TrainStep(model, teacher_forcing=0.5)(x, mask)
+    assert seen == [("forward", False), ("backward", False)]
+    seen.clear()
+    InferenceStep(model)(x, mask)
+    assert seen == [("forward", False)] and _flags() == (True, True)
 
 
 def test_train_refuses_tf32_off_cuda_before_any_work(poetry_files, tmp_path):

@@ -257,3 +257,16 @@ def test_a_seed_gives_every_variant_the_same_coins_and_leaves_the_callers_genera
     assert torch.equal(torch.get_rng_state(), state)
     assert len(runs[5, "none"]) == 4 and runs[5, "none"] == runs[5, "naive"]
     assert runs[6, "naive"] != runs[5, "naive"]
+
+
+def test_the_setup_reports_the_matmul_arithmetic_the_steps_ran_not_the_process_setting(fakes, tiny):
+    """An fp32 bench in a process with TF32 matmuls turned on ran IEEE matmuls (quatrain._precision): so says
+    its setup; cuDNN's setting is the process's."""
+    before = torch.backends.cuda.matmul.allow_tf32  # a property of torch's: monkeypatch cannot undo it
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        report = run_bench(tiny, backends=["serial"], iters=1, warmup=1, batch_size=2, registry=fakes)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    assert report["setup"]["tf32_matmul"] is False
+    assert report["setup"]["tf32_cudnn"] is torch.backends.cudnn.allow_tf32
