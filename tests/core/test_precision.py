@@ -21,14 +21,28 @@ def _flags() -> tuple[bool, bool]:
     return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
 
 
-@pytest.fixture(name="tf32_off")
-def _tf32_off():
-    """Both settings off around the test (cuDNN's default is on), and put back after it."""
+def _set_process(matmul: bool, cudnn: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+@pytest.fixture(name="restored")
+def _restored():
+    """The process's two TF32 settings put back after the test, whatever it set."""
     before = _flags()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    _set_process(*before)
+
+
+@pytest.fixture(name="tf32_off")
+def _tf32_off(restored):
+    """Both settings off for the test (cuDNN's default is on)."""
+    _set_process(False, False)
+
+
+@pytest.fixture(name="tf32_on")
+def _tf32_on(restored):
+    """Both on for the test, as a caller's script might set them."""
+    _set_process(True, True)
 
 
 def test_tf32_turns_both_settings_on_inside_the_block_and_restores_them(tf32_off):
@@ -40,22 +54,12 @@ def test_tf32_turns_both_settings_on_inside_the_block_and_restores_them(tf32_off
     assert _flags() == (False, False)
 
 
-@pytest.fixture(name="tf32_on")
-def _tf32_on():
-    """The process set to TF32 for both around the test, as a caller's script might, and put back after it."""
-    before = _flags()
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_the_other_precisions_run_ieee_matmuls_whatever_the_process_set(tf32_on, tf32_off, precision):
+def test_the_other_precisions_run_ieee_matmuls_whatever_the_process_set(restored, precision):
     """fp32 means IEEE float32 matmuls even where the caller turned TF32 on; cuDNN keeps the process's setting
-    (PyTorch's default lets its RNNs use TF32). Both fixtures: the process's settings are off, then on."""
+    (PyTorch's default lets its RNNs use TF32)."""
     for matmul, cudnn in [(True, True), (False, False), (True, False)]:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        _set_process(matmul, cudnn)
         with step_precision(precision):
             assert _flags() == (False, cudnn)
         assert _flags() == (matmul, cudnn)
