@@ -107,15 +107,9 @@ def parse(name: str, kernels: Any, num_keys: int, head_dim: int) -> Any:
 
 def time_calls(calls: dict[Any, Callable[[], Any]], repeat: int, rounds: int) -> dict[Any, float]:
     """µs per call of each, replayed from one CUDA graph of ``repeat`` calls; interleaved rounds, median."""
-    from linear_forms import graphed, time_graph  # a sibling script's graphed timing (benchmarks/ is on the path)
+    from _graphs import interleaved  # benchmarks/ is on a script's path
 
-    graphs = {key: graphed(call, repeat) for key, call in calls.items()}
-    times: dict[Any, list[float]] = {key: [] for key in calls}
-    for _ in range(rounds):
-        for key, graph in graphs.items():
-            graph.replay()  # once untimed: the replay's own first-touch costs
-            times[key].append(time_graph(graph, repeat))
-    return {key: statistics.median(t) for key, t in times.items()}
+    return interleaved(calls, rounds=rounds, repeat=repeat, untimed_replay=True)
 
 
 def dry_run(calls: dict[Any, Callable[[], Any]]) -> dict[Any, float]:

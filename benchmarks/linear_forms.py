@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 import torch.nn.functional as F
+from _graphs import interleaved
 
 SHAPES = [(300, 512), (512, 512), (512, 1024), (512, 300), (512, 2048), (1024, 512), (1024, 2048)]
 """(K, N): input and output widths of the step's maps (input_proj, the integration layers, the stacked
@@ -82,29 +82,6 @@ def lstm_forms(M):
     }
 
 
-def graphed(fn, repeat):
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(repeat):
-            fn()
-    return graph
-
-
-def time_graph(graph, repeat):
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1000 / repeat  # microseconds per call
-
-
 def kernels(fn):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fn()
@@ -128,26 +105,18 @@ def main() -> None:
             w, b = torch.randn(N, K, device="cuda"), torch.randn(N, device="cuda")
             g, wt = torch.randn(M, N, device="cuda"), w.t().contiguous()
             fns = forms(x, w, b, g, wt)
-            graphs = {name: graphed(fn, args.repeat) for name, fn in fns.items()}
-            times = {name: [] for name in fns}
-            for _ in range(args.rounds):
-                for name, graph in graphs.items():
-                    times[name].append(time_graph(graph, args.repeat))
+            medians = interleaved(fns, rounds=args.rounds, repeat=args.repeat)
             print(f"## M={M} K={K} N={N}")
             for name, fn in fns.items():
-                median = statistics.median(times[name])
+                median = medians[name]
                 names = kernels(fn)
                 results.append(dict(M=M, K=K, N=N, form=name, us=median, kernels=names))
                 print(f"  {name:18s} {median:7.2f} us  {' + '.join(names)}")
         fns = lstm_forms(M)
-        graphs = {name: graphed(fn, args.repeat) for name, fn in fns.items()}
-        times = {name: [] for name in fns}
-        for _ in range(args.rounds):
-            for name, graph in graphs.items():
-                times[name].append(time_graph(graph, args.repeat))
+        medians = interleaved(fns, rounds=args.rounds, repeat=args.repeat)
         print(f"## M={M}: one step of a 2-layer LSTM, H=512 (cuDNN TF32: {torch.backends.cudnn.allow_tf32})")
         for name, fn in fns.items():
-            median = statistics.median(times[name])
+            median = medians[name]
             names = kernels(fn)
             results.append(dict(M=M, form=name, us=median, kernels=names))
             print(f"  {name:18s} {median:7.2f} us  {len(names)} kernels")

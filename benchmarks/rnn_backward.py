@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
+from _graphs import interleaved
 from torch import nn
 
 
@@ -93,19 +93,6 @@ def variants(B):
     }
 
 
-def graphed(fn):
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", default="32,256")
@@ -115,19 +102,10 @@ def main() -> None:
     results = []
     for B in (int(b) for b in args.batch_sizes.split(",")):
         fns = variants(B)
-        graphs = {name: graphed(fn) for name, fn in fns.items()}
-        times = {name: [] for name in fns}
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        for _ in range(args.rounds):
-            for name, graph in graphs.items():
-                start.record()
-                graph.replay()
-                end.record()
-                end.synchronize()
-                times[name].append(start.elapsed_time(end))
+        medians = interleaved(fns, rounds=args.rounds)  # µs per call
         print(f"## B={B}, T=50, 2-layer LSTM H=512, float32 (cuDNN TF32 {torch.backends.cudnn.allow_tf32})")
         for name in fns:
-            median = statistics.median(times[name])
+            median = medians[name] / 1000
             results.append(dict(B=B, variant=name, ms=median))
             print(f"  {name:18s} {median:7.3f} ms")
     if args.out:
