@@ -34,7 +34,7 @@ from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import quatrain
-from quatrain.registry import get_registry
+from quatrain.registry import detect_hardware, get_registry
 from quatrain.registry._measure import MODE_TITLES, TEACHER_FORCING
 from quatrain.registry._probe import build_variants, make_batch
 
@@ -167,6 +167,9 @@ def rates(report: dict[str, Any], args: argparse.Namespace) -> tuple[float, floa
     how = "datasheet and device-library figures"
     if known is None and report["setup"]["device"] == "cpu":
         known, how = ceilings("cpu", report["setup"].get("threads") or report["machine"]["threads"]), "measured here"
+        here = detect_hardware().device_name  # the registry's probe: on a machine without a GPU, its CPU
+        if here != name:
+            how += f", on {here}: not the JSON's machine"
     if known is None and None in (args.tflops, args.bandwidth, args.l2_mb):
         raise SystemExit(f"no rates known for {name!r}: give --tflops, --bandwidth and --l2-mb")
     given = (args.tflops, args.bandwidth, args.l2_mb)
@@ -217,9 +220,14 @@ def main() -> None:
     if args.bench is None:
         parser.error("give a bench JSON (or --ceilings DEVICE)")
 
-    with open(args.bench) as f:
-        report = json.load(f)
-    setup = report["setup"]
+    try:
+        with open(args.bench) as f:
+            report = json.load(f)
+        setup = report["setup"]
+    except (OSError, ValueError, KeyError) as e:
+        parser.error(f"{args.bench}: not a readable quatrain bench JSON ({e})")
+    # Older JSONs name no precision: their dtype is what ran. K and V are stored in it.
+    setup.setdefault("precision", "fp32" if setup["dtype"] == "float32" else setup["dtype"])
     flops_rate, bandwidth, l2, source = rates(report, args)
     config = quatrain.ModelConfig(**setup["config"])
     batch, device = setup["batch_size"], setup["device"]
@@ -233,8 +241,10 @@ def main() -> None:
     x, mask = make_batch(config, batch, torch.device("cpu"), torch.float32)
     medians = {v["name"]: {m: t["median_ms"] for m, t in v["modes"].items()} for v in report["variants"]}
     bars = BARS.get((device, setup["precision"], batch), {})
-    kv_bytes = 2 * batch * setup["seq_len"] * config.hidden_size * 4  # K and V, float32
-    print(f"# {args.bench}: {setup['preset']} preset, batch {batch}, {setup['precision']}, {source}")
+    element = torch.empty(0, dtype=getattr(torch, setup["dtype"])).element_size()
+    kv_bytes = 2 * batch * setup["seq_len"] * config.hidden_size * element  # K and V
+    preset = setup.get("preset") or "custom"
+    print(f"# {args.bench}: {preset} preset, batch {batch}, {setup['precision']}, {source}")
     print(f"# K and V: {kv_bytes / 1e6:.1f} MB ({'over' if kv_bytes > l2 else 'within'} L2); arithmetic counted "
           f"on this CPU, torch {torch.__version__}")  # fmt: skip
     rows = []
