@@ -6,15 +6,16 @@ by ``torch.utils.flop_counter``'s formulas (with CPU's fused attention and RNN l
 difference: the arithmetic attention adds. Then:
 
 - FLOP floor: that arithmetic at the device's float32 rate. At 'fp32' a GPU runs the added products (linear
-  layers, attention's products) as IEEE float32 on its SIMT cores, whose datasheet rate is the default here.
+  layers, attention's products) as IEEE float32 on its SIMT cores: the default here is that rate as a large
+  product reaches it on the card (``--ceilings cuda`` measures it).
 - byte floor: K and V read at every attention call of a decode (``kv_reads``: a sequential train step's
-  backward reads them again), at the device's bandwidth, where K and V together outgrow its L2 cache (else nothing: they
-  may stay cached between steps).
+  backward reads them again), at the device's bandwidth, where K and V together outgrow its L2 cache (else
+  nothing: they may stay cached between steps).
 - floor: the larger of the two. It assumes attention's work cannot hide under the baseline's; where a step is
   latency-bound (batch 32 on a GPU) it could, so there the floor is a reference, not a proof.
 
 Set against: the baseline's median from the JSON, the bar's ratio (issue 13), the extra time the bar allows,
-and the extra time the bench measured (the mode's best backend minus the baseline).
+and the extra time the bench measured (the mode's best eager backend minus the baseline).
 
     python benchmarks/attention_floor.py benchmarks/gpu-2026-12-07/run9/cuda-seed-fp32-b256.json [...]
 
@@ -45,11 +46,12 @@ BARS = {  # issue 13's bars: (device, precision, batch size) -> mode -> the most
     ("cpu", "fp32", 32): {"train-seq": 1.10, "infer": 1.10},
 }
 DEVICES = {  # device name fragment -> (float32 SIMT TFLOP/s, TB/s, L2 MB)
-    # float32 rates: NVIDIA's datasheets (the H200 has the H100's arithmetic). Bandwidth: a device-to-device
-    # copy measured on the lent machines, bytes read plus written (the device library's KINDS.md). L2: as
-    # PyTorch reported it there.
-    "H100": (67.0, 3.0, 50.0),
-    "H200": (67.0, 4.3, 60.0),
+    # Measured (``--ceilings cuda``) on a lent H100, 2026-12-07, benchmarks/gpu-2026-12-07/run10/ceilings.json:
+    # an 8192-square IEEE float32 product at 51.0 TFLOP/s (the datasheet says 67) and a 1 GB copy at 2.96 TB/s.
+    # The H200 has the H100's arithmetic; its copy bandwidth, 4.3 TB/s, and L2 are the device library's
+    # (KINDS.md: measured on lent H200s).
+    "H100": (51.0, 2.96, 50.0),
+    "H200": (51.0, 4.3, 60.0),
 }
 MODES = ("train-seq", "train-par", "infer")
 
@@ -164,7 +166,7 @@ def rates(report: dict[str, Any], args: argparse.Namespace) -> tuple[float, floa
     measured here (a CPU JSON: this machine should be the one it was run on)."""
     name = report["machine"]["hardware"].get("device_name") or report["setup"]["device"]
     known = next((v for k, v in DEVICES.items() if k in name), None)
-    how = "datasheet and device-library figures"
+    how = "measured ceilings, see DEVICES"
     if known is None and report["setup"]["device"] == "cpu":
         known, how = ceilings("cpu", report["setup"].get("threads") or report["machine"]["threads"]), "measured here"
         here = detect_hardware().device_name  # the registry's probe: on a machine without a GPU, its CPU
@@ -176,6 +178,9 @@ def rates(report: dict[str, Any], args: argparse.Namespace) -> tuple[float, floa
     tflops, tbs, l2 = (g if g is not None else k for g, k in zip(given, known or (0.0, 0.0, 0.0), strict=True))
     if report["setup"]["precision"] != "fp32" and args.tflops is None:
         raise SystemExit("the default rate is IEEE float32's; for another precision give --tflops")
+    flags = [f for f, g in zip(("--tflops", "--bandwidth", "--l2-mb"), given, strict=True) if g is not None]
+    if flags:
+        how += "; " + ", ".join(flags) + " as given"
     source = f"{name}: {tflops:.3g} TFLOP/s, {tbs:.3g} TB/s, L2 {l2:g} MB ({how})"
     return tflops * 1e12, tbs * 1e12, l2 * 1e6, source
 
