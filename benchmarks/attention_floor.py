@@ -35,6 +35,7 @@ from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import quatrain
+from quatrain._precision import tf32_allowed
 from quatrain.registry import detect_hardware, get_registry
 from quatrain.registry._measure import MODE_TITLES, TEACHER_FORCING
 from quatrain.registry._probe import build_variants, make_batch
@@ -146,12 +147,8 @@ def ceilings(device: str, threads: int | None = None) -> tuple[float, float, flo
             times.append(time.perf_counter() - t)
         return min(times[1:])  # the first call warms up
 
-    matmul = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    with tf32_allowed(False):  # IEEE float32: the arithmetic attention's products run in at 'fp32'
         mm = best(lambda: a @ b)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
     copy = best(lambda: dst.copy_(src))
     if dev.type == "cuda":
         l2_mb = torch.cuda.get_device_properties(dev).L2_cache_size / 2**20
@@ -161,8 +158,8 @@ def ceilings(device: str, threads: int | None = None) -> tuple[float, float, flo
     return 2 * n**3 / mm / 1e12, 2 * src.nbytes / copy / 1e12, l2_mb
 
 
-def rates(report: dict[str, Any], args: argparse.Namespace) -> tuple[float, float, float, str]:
-    """(FLOP/s, bytes/s, L2 bytes, where they come from) for the JSON's device: given, known by its name, or
+def rates(report: dict[str, Any], args: argparse.Namespace) -> tuple[tuple[float, float, float], str]:
+    """((FLOP/s, bytes/s, L2 bytes), where they come from) for the JSON's device: given, known by its name, or
     measured here (a CPU JSON: this machine should be the one it was run on)."""
     name = report["machine"]["hardware"].get("device_name") or report["setup"]["device"]
     known = next((v for k, v in DEVICES.items() if k in name), None)
@@ -182,7 +179,7 @@ def rates(report: dict[str, Any], args: argparse.Namespace) -> tuple[float, floa
     if flags:
         how += "; " + ", ".join(flags) + " as given"
     source = f"{name}: {tflops:.3g} TFLOP/s, {tbs:.3g} TB/s, L2 {l2:g} MB ({how})"
-    return tflops * 1e12, tbs * 1e12, l2 * 1e6, source
+    return (tflops * 1e12, tbs * 1e12, l2 * 1e6), source
 
 
 def kv_reads(mode: str, steps: int, stretches: bool) -> float:
@@ -198,6 +195,48 @@ def kv_reads(mode: str, steps: int, stretches: bool) -> float:
     p = TEACHER_FORCING[mode]
     calls = steps * (1 - p) + p + (steps - 1) * p * (1 - p) if stretches else steps
     return 2.0 * calls
+
+
+def floor_row(
+    mode: str,
+    models: dict[str, quatrain.Autoencoder],
+    names: list[str],
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    report: dict[str, Any],
+    bar: float | None,
+    kv_bytes: int,
+    ceiling: tuple[float, float, float],
+) -> dict[str, Any]:
+    """One mode's row: attention's added arithmetic (the least over ``names``), its floor at ``ceiling`` (FLOP/s,
+    bytes/s, L2 bytes), what ``bar`` allows and what the bench measured."""
+    flops_rate, bandwidth, l2 = ceiling
+    setup = report["setup"]
+    base = counted(models["none"], mode, x, mask)
+    extra = {}
+    for name in names:
+        ops = counted(models[name], mode, x, mask)
+        more = {op: ops.get(op, 0) - base.get(op, 0) for op in {*ops, *base}}
+        extra[name] = (sum(more.values()), more)
+    counted_with = min(extra, key=lambda n: extra[n][0])
+    flops = extra[counted_with][0]
+    reads = kv_reads(mode, setup["seq_len"], stretches=setup["device"] == "cpu")
+    byte_ms = reads * kv_bytes / bandwidth * 1e3 if kv_bytes > l2 else 0.0
+    flop_ms = flops / flops_rate * 1e3
+    summary = report["summary"].get(mode, {})
+    summary = summary.get("same_way", {}).get("eager", summary)  # against the eager baseline, 'none'
+    baseline = next(v["modes"][mode]["median_ms"] for v in report["variants"] if v["name"] == "none")
+    base_flops = sum(base.values())
+    return {"mode": mode, "baseline_ms": baseline, "bar": bar,
+            "allowed_ms": (bar - 1.0) * baseline if bar is not None else math.nan,
+            "extra_gflop": flops / 1e9, "counted_with": counted_with, "flop_floor_ms": flop_ms,
+            "byte_floor_ms": byte_ms, "floor_ms": max(flop_ms, byte_ms),
+            "measured_extra_ms": summary.get("median_ms", math.nan) - baseline,
+            "baseline_gflop": base_flops / 1e9,
+            "at_baseline_rate_ms": flops / base_flops * baseline,  # attention's work as fast as the baseline's own
+            "best": summary.get("best"),
+            "extra_gflop_by_backend": {n: e[0] / 1e9 for n, e in extra.items()},
+            "ops": extra[counted_with][1]}  # fmt: skip
 
 
 def main() -> None:
@@ -233,7 +272,7 @@ def main() -> None:
         parser.error(f"{args.bench}: not a readable quatrain bench JSON ({e})")
     # Older JSONs name no precision: their dtype is what ran. K and V are stored in it.
     setup.setdefault("precision", "fp32" if setup["dtype"] == "float32" else setup["dtype"])
-    flops_rate, bandwidth, l2, source = rates(report, args)
+    ceiling, source = rates(report, args)
     config = quatrain.ModelConfig(**setup["config"])
     batch, device = setup["batch_size"], setup["device"]
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
@@ -244,43 +283,14 @@ def main() -> None:
         for model in models.values():
             model.decoder.engine = "steps"  # what CUDA runs: every step alike, training replayed
     x, mask = make_batch(config, batch, torch.device("cpu"), torch.float32)
-    medians = {v["name"]: {m: t["median_ms"] for m, t in v["modes"].items()} for v in report["variants"]}
     bars = BARS.get((device, setup["precision"], batch), {})
     element = torch.empty(0, dtype=getattr(torch, setup["dtype"])).element_size()
     kv_bytes = 2 * batch * setup["seq_len"] * config.hidden_size * element  # K and V
     preset = setup.get("preset") or "custom"
     print(f"# {args.bench}: {preset} preset, batch {batch}, {setup['precision']}, {source}")
-    print(f"# K and V: {kv_bytes / 1e6:.1f} MB ({'over' if kv_bytes > l2 else 'within'} L2); arithmetic counted "
-          f"on this CPU, torch {torch.__version__}")  # fmt: skip
-    rows = []
-    for mode in MODES:
-        base = counted(models["none"], mode, x, mask)
-        base_flops = sum(base.values())
-        extra = {}
-        for name in names:
-            ops = counted(models[name], mode, x, mask)
-            more = {op: ops.get(op, 0) - base.get(op, 0) for op in {*ops, *base}}
-            extra[name] = (sum(more.values()), more)
-        best_counted = min(extra, key=lambda n: extra[n][0])
-        flops = extra[best_counted][0]
-        reads = kv_reads(mode, setup["seq_len"], stretches=device == "cpu")
-        byte_ms = reads * kv_bytes / bandwidth * 1e3 if kv_bytes > l2 else 0.0
-        flop_ms = flops / flops_rate * 1e3
-        floor = max(flop_ms, byte_ms)
-        summary = report["summary"].get(mode, {})
-        summary = summary.get("same_way", {}).get("eager", summary)  # against the eager baseline, 'none'
-        baseline = medians.get("none", {}).get(mode, math.nan)
-        measured = summary.get("median_ms", math.nan) - baseline
-        bar = bars.get(mode)
-        allowed = (bar - 1.0) * baseline if bar is not None else math.nan
-        at_base_rate = flops / base_flops * baseline  # attention's work as fast as the baseline's own
-        rows.append({"mode": mode, "baseline_ms": baseline, "bar": bar, "allowed_ms": allowed,
-                     "extra_gflop": flops / 1e9, "counted_with": best_counted, "flop_floor_ms": flop_ms,
-                     "byte_floor_ms": byte_ms, "floor_ms": floor, "measured_extra_ms": measured,
-                     "baseline_gflop": base_flops / 1e9, "at_baseline_rate_ms": at_base_rate,
-                     "best": summary.get("best"),
-                     "extra_gflop_by_backend": {n: e[0] / 1e9 for n, e in extra.items()},
-                     "ops": extra[best_counted][1]})  # fmt: skip
+    where = "over" if kv_bytes > ceiling[2] else "within"
+    print(f"# K and V: {kv_bytes / 1e6:.1f} MB ({where} L2); arithmetic counted on this CPU, torch {torch.__version__}")
+    rows = [floor_row(mode, models, names, x, mask, report, bars.get(mode), kv_bytes, ceiling) for mode in MODES]
     print(f"\n{'mode':<16}{'baseline':>9}{'bar':>6}{'allowed':>9}{'GFLOP':>8}{'FLOP fl.':>9}{'byte fl.':>9}"
           f"{'floor':>8}{'measured':>9}  floor/allowed")  # fmt: skip
     for r in rows:

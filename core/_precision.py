@@ -47,12 +47,10 @@ def tf32_allowed(allowed: bool, with_cudnn: bool = True) -> Iterator[None]:
     likewise unless ``with_cudnn`` is False (then cuDNN keeps its setting); the previous settings are restored
     after it."""
     matmul = torch.backends.cuda.matmul.allow_tf32
+    cudnn = allowed if with_cudnn else torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = allowed
     try:
-        if with_cudnn:
-            with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=allowed):
-                yield
-        else:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=cudnn):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul

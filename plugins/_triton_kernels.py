@@ -58,6 +58,11 @@ def _checked(how: Launch) -> Launch:
     return how
 
 
+def _prefetch(how: Launch, head_dim: int) -> bool:
+    """The kernels' PREFETCH: asked for, and the head one chunk (else there is no one tile to load early)."""
+    return how.prefetch and how.block_d >= head_dim
+
+
 @triton.jit
 def _forward(
     x_ptr, q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, p_ptr, qs_ptr,
@@ -171,7 +176,7 @@ def forward(
         x, q, k, v, bias, out, p, qs, h, S, d**-0.5,
         x.stride(0), q.stride(0), *k.stride()[:3], *v.stride()[:3], *bias.stride(),
         head_dim=d, BLOCK_S=_block_s(S), BLOCK_D=how.block_d, TRAINING=training,
-        PREFETCH=how.prefetch and how.block_d >= d, num_warps=how.num_warps,
+        PREFETCH=_prefetch(how, d), num_warps=how.num_warps,
     )  # fmt: skip
     return out, p, qs
 
@@ -189,7 +194,7 @@ def backward(dj: Tensor, p: Tensor, k: Tensor, v: Tensor, how: Launch | None = N
     _backward[(B * h,)](
         dj, p, k, v, dx, dq, ds, h, S, d**-0.5,
         dj.stride(0), *k.stride()[:3], *v.stride()[:3],
-        head_dim=d, BLOCK_S=_block_s(S), BLOCK_D=how.block_d, PREFETCH=how.prefetch and how.block_d >= d,
+        head_dim=d, BLOCK_S=_block_s(S), BLOCK_D=how.block_d, PREFETCH=_prefetch(how, d),
         num_warps=how.num_warps,
     )  # fmt: skip
     return dx, dq, ds

@@ -193,12 +193,12 @@ def run_bench(
     report = _report(
         config, names, timings, checks, unavailable, registry, device, dtype, iters, warmup, batch_size, graphs
     )
-    report["setup"]["precision"] = precision
-    report["setup"]["rounds"] = rounds
-    # What the steps ran at, set inside each step (quatrain._precision.step_precision), not the process's setting.
-    report["setup"]["tf32_matmul"] = precision == "tf32"
-    if precision == "tf32":
-        report["setup"]["tf32_cudnn"] = True
+    # What the steps ran at: quatrain._precision.step_precision sets it inside each step, whatever the process set
+    # (cuDNN keeps the process's setting, except under tf32).
+    tf32 = precision == "tf32"
+    report["setup"].update(
+        precision=precision, rounds=rounds, tf32_matmul=tf32, tf32_cudnn=tf32 or torch.backends.cudnn.allow_tf32
+    )
     return report
 
 
@@ -292,8 +292,6 @@ def _report(
             "iters": iters,
             "warmup": warmup,
             "cuda_graph": graphs,
-            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
             "optimizer": "AdamW lr 1e-3, weight decay 0.01, grad-norm clip 1.0",
         },
         "variants": variants,

@@ -157,10 +157,10 @@ def measure(
             model, teacher_forcing=tf, cuda_graph=cuda_graph, warmup=max(1, warmup - 1), precision=precision
         )
     batch = Batch.of(x, mask)  # checked once, then every call runs as the jobs do: no host sync per step
-    seeded = seed is not None and device.type == "cpu"
-    with torch.random.fork_rng(devices=[], enabled=seeded):  # the caller's CPU generator is restored after
-        if seed is not None and seeded:
-            torch.default_generator.manual_seed(seed)
+    cpu_seed = seed if device.type == "cpu" else None
+    with torch.random.fork_rng(devices=[], enabled=cpu_seed is not None):  # the caller's generator restored after
+        if cpu_seed is not None:
+            torch.default_generator.manual_seed(cpu_seed)
         try:
             if mode == "train-epoch":  # one pass of the trainer's loop: a mean per step, no per-step spread
                 assert isinstance(runner, TrainStep)
