@@ -151,7 +151,9 @@ def notes(report: dict[str, Any]) -> list[str]:
         "`*` marks the fastest correct backend per mode; WRONG rows are not ranked; warm-up s per mode "
         f"({' / '.join(MODE_TITLES.values())}); graph: whole step replayed from one CUDA graph per mode; "
         "train epoch: the trainer's own loop (quatrain train's batching, learning rate and loss sums) over the "
-        "timed steps, a mean per step."
+        "timed steps, a mean per step; peak MB, the most of any mode: on CUDA the allocator's peak from the "
+        "mode's first call (capture and optimizer state included), on CPU the most tensor memory one more "
+        "(profiled) step holds of what it allocates itself."
     ]
     for v in report["variants"]:
         for mode, t in v["modes"].items():

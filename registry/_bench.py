@@ -180,7 +180,9 @@ def run_bench(
                 if done_rounds[name] and not math.isfinite(done_rounds[name][-1].median_ms):
                     continue  # it failed in an earlier round: reported as it failed
                 # One seed per round for every variant: on CPU they meet the same coins (_measure.measure).
-                timing = _measure_variant(models[name], mode, x, mask, iters, warmup, graphs, precision, seed + round_)
+                timing = _measure_variant(
+                    models[name], mode, x, mask, iters, warmup, graphs, precision, seed + round_, memory=round_ == 0
+                )
                 done_rounds[name].append(timing)
                 gc.collect()
                 if dev.type == "cuda":
@@ -203,14 +205,33 @@ def run_bench(
 
 
 def _measure_variant(
-    model: Any, mode: str, x: Tensor, mask: Tensor, iters: int, warmup: int, graphs: bool, precision: str, seed: int
+    model: Any,
+    mode: str,
+    x: Tensor,
+    mask: Tensor,
+    iters: int,
+    warmup: int,
+    graphs: bool,
+    precision: str,
+    seed: int,
+    memory: bool,
 ) -> Timing:
     """One round of one variant in one mode; a failure becomes its timing (reported in the table, the rest
-    keep running), and a backend that cannot live inside an outer CUDA graph is timed eagerly, so noted."""
+    keep running), and a backend that cannot live inside an outer CUDA graph is timed eagerly, so noted.
+    ``memory``: find the peak memory (on CPU one more call: the first round's is the figure)."""
 
     def timed(cuda_graph: bool) -> Timing:
         return measure(
-            model, mode, x, mask, iters=iters, warmup=warmup, cuda_graph=cuda_graph, precision=precision, seed=seed
+            model,
+            mode,
+            x,
+            mask,
+            iters=iters,
+            warmup=warmup,
+            cuda_graph=cuda_graph,
+            precision=precision,
+            seed=seed,
+            memory=memory,
         )
 
     try:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import attrs
 import torch
 from torch import Tensor
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile
 
 from quatrain import Autoencoder, InferenceStep, TrainStep
 from quatrain._batches import Batch
@@ -39,7 +41,9 @@ class Timing:
     """Total of the warm-up calls (compile, capture, first-call allocation), excluded from the median."""
     warmup_iters: int
     peak_mem_mb: float
-    """Peak memory above what was held before the mode's first call (CUDA allocator; RSS on CPU)."""
+    """MB. CUDA: the allocator's peak above what was held before the mode's first call (warm-up, capture and
+    optimizer state included); CPU: the most tensor memory one more call holds at once of what it allocates
+    itself (``cpu_call_peak_mb``); NaN where not measured (other devices; CPU unless ``measure(memory=True)``)."""
     path: str
     """'parallel' or 'sequential' decoder."""
     graphed: bool
@@ -83,43 +87,59 @@ def time_calls(fn: Callable[[], object], *, iters: int, device: torch.device) ->
 
 
 class MemoryProbe:
-    """Peak memory above the level at ``start()``: the CUDA allocator on GPU, the process RSS elsewhere."""
+    """Peak memory of a mode's calls: the CUDA allocator's peak above the level at ``start()`` on GPU; on CPU,
+    the tensor memory one more call allocates at its peak (``cpu_call_peak_mb``)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.base = 0
-
-    @staticmethod
-    def _status_kib(field: str) -> int:
-        try:
-            with open("/proc/self/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
     def start(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
-            return
-        try:  # Linux: '5' resets the peak RSS (VmHWM) to the current RSS
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-                f.write("5")
-        except OSError:
-            pass
-        self.base = self._status_kib("VmRSS") * 1024
 
-    def peak_mb(self) -> float:
+    def peak_mb(self, call: Callable[[], object] | None) -> float:
+        """MB; ``call`` runs once more on CPU (None there: not measured, NaN); other devices: NaN."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
-        return max(0, self._status_kib("VmHWM") * 1024 - self.base) / 2**20
+        if self.device.type == "cpu" and call is not None:
+            return cpu_call_peak_mb(call)
+        return math.nan
+
+
+def cpu_call_peak_mb(call: Callable[[], object]) -> float:
+    """The most CPU tensor memory ``call`` holds at once of what it allocates itself, MB.
+
+    The profiler (``profile_memory``) records every allocation and free of PyTorch's CPU allocator, with its
+    address. Replayed in the order they happened, the blocks the call allocates, less those it frees again,
+    give the memory it added at each moment; frees of blocks from before the call do not count. Unlike a
+    process's peak RSS this does not depend on what ran before: freed memory stays with the C allocator, so a
+    step run after a larger one grows the RSS by less (the bench's CPU figures used to follow the variants'
+    order). Blocks come from the profiler's event tree (``experimental_event_tree``, as
+    ``torch.profiler``'s own memory timeline reads them); tests/registry/test_measure_memory.py pins it.
+    """
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    blocks = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        stack.extend(event.children)
+        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
+            blocks.append((event.start_time_ns, event.extra_fields.ptr, event.extra_fields.alloc_size))
+    live: dict[int, int] = {}
+    held = peak = 0
+    for _, ptr, nbytes in sorted(blocks):
+        if nbytes > 0:
+            live[ptr] = nbytes
+            held += nbytes
+            peak = max(peak, held)
+        elif ptr in live:
+            held -= live.pop(ptr)
+    return peak / 2**20
 
 
 def measure(
@@ -134,6 +154,7 @@ def measure(
     teacher_forcing: float | None = None,
     precision: str = "fp32",
     seed: int | None = None,
+    memory: bool = False,
 ) -> Timing:
     """Time ``model`` in ``mode`` (see MODES) on one batch; ``warmup`` calls first, timed apart.
 
@@ -142,7 +163,9 @@ def measure(
     the calls draw their random numbers (scheduled sampling's coins, dropout) from a CPU generator seeded
     with it, the caller's state restored after, so variants timed with one seed meet the same coins. On CPU
     a sequential step's work depends on them (each teacher-forced stretch is one RNN call, each other step
-    runs alone); a CUDA graph's step runs every step alike, whatever its coins.
+    runs alone); a CUDA graph's step runs every step alike, whatever its coins. ``memory``: on CPU, find the
+    peak memory by one more call after the timed ones, profiled (``MemoryProbe``; else NaN); CUDA's is always
+    found, at no cost.
     """
     device = x.device
     probe = MemoryProbe(device)
@@ -169,7 +192,7 @@ def measure(
             else:
                 warm = time_calls(lambda: runner.run(batch), iters=warmup, device=device)
                 times = time_calls(lambda: runner.run(batch), iters=iters, device=device)
-            peak = probe.peak_mb()
+            peak = probe.peak_mb((lambda: runner.run(batch)) if memory else None)
         finally:
             model.train()
     tf = TEACHER_FORCING[mode] if teacher_forcing is None or mode == "infer" else teacher_forcing
@@ -204,7 +227,9 @@ def pooled(rounds: Sequence[Timing]) -> Timing:
         q1_ms=quantile(samples, 0.25),
         q3_ms=quantile(samples, 0.75),
         iters=sum(timing.iters for timing in rounds),
-        peak_mem_mb=max(timing.peak_mem_mb for timing in rounds),
+        peak_mem_mb=max(
+            (timing.peak_mem_mb for timing in rounds if not math.isnan(timing.peak_mem_mb)), default=math.nan
+        ),
         graphed=all(timing.graphed for timing in rounds),
         note=next((timing.note for timing in rounds if timing.note), ""),
         samples_ms=tuple(samples),

@@ -185,13 +185,15 @@ def test_rounds_time_the_variants_in_turn_and_pool_their_calls(fakes, tiny, monk
     real, order = _bench.measure, []
 
     def measure(model, mode, *args, **kwargs):
-        order.append((mode, "none" if model.decoder.attention is None else model.backend))
+        order.append((mode, "none" if model.decoder.attention is None else model.backend, kwargs["memory"]))
         return real(model, mode, *args, **kwargs)
 
     monkeypatch.setattr(_bench, "measure", measure)
     report = run_bench(tiny, backends=["serial"], iters=2, warmup=1, rounds=3, batch_size=2, registry=fakes)
     for mode in _measure.MODES:
-        assert [name for m, name in order if m == mode] == ["none", "naive", "serial"] * 3
+        assert [name for m, name, _ in order if m == mode] == ["none", "naive", "serial"] * 3
+        # on CPU the peak takes one more call: the first round's
+        assert [memory for m, _, memory in order if m == mode] == [True] * 3 + [False] * 6
     assert report["setup"]["rounds"] == 3 and report["setup"]["iters"] == 2
     for v in report["variants"]:
         for t in v["modes"].values():
@@ -199,7 +201,7 @@ def test_rounds_time_the_variants_in_turn_and_pool_their_calls(fakes, tiny, monk
             assert t["median_ms"] == pytest.approx(_measure.quantile(t["samples_ms"], 0.5))
 
 
-def test_pooled_rounds_keep_the_first_warm_up_the_highest_peak_and_a_failure():
+def test_pooled_rounds_keep_the_first_warm_up_the_highest_measured_peak_and_a_failure():
     def timing(samples, peak, warm=5.0, graphed=True):
         return _measure.Timing(
             median_ms=_measure.quantile(samples, 0.5), q1_ms=0.0, q3_ms=0.0, iters=len(samples), warmup_ms=warm,
@@ -210,6 +212,9 @@ def test_pooled_rounds_keep_the_first_warm_up_the_highest_peak_and_a_failure():
     assert (both.median_ms, both.q1_ms, both.q3_ms) == (2.5, 1.75, 3.25)
     assert both.iters == 4 and both.samples_ms == (1.0, 2.0, 3.0, 4.0)
     assert both.warmup_ms == 7.0 and both.peak_mem_mb == 30.0 and not both.graphed
+    unmeasured = _measure.pooled([timing([1.0], 12.0), timing([2.0], math.nan)])
+    assert unmeasured.peak_mem_mb == 12.0  # a round that did not measure memory
+    assert math.isnan(_measure.pooled([timing([1.0], math.nan)]).peak_mem_mb)
     broken = _measure.failed("RuntimeError: boom")
     assert _measure.pooled([timing([1.0], 1.0), broken]) is broken
 
