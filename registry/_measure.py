@@ -6,9 +6,12 @@ A leaf (core only): select and bench both sit on it. A new mode is a ``MODES`` e
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 import torch
@@ -110,6 +113,28 @@ class MemoryProbe:
         return math.nan
 
 
+@contextlib.contextmanager
+def _stderr_to_null() -> Iterator[None]:
+    """File descriptor 2 to the null device: the profiler's C++ side prints its start and stop (whatever
+    ``KINETO_LOG_LEVEL`` says) and the allocator a line on freeing a block from before; the call repeats one
+    that already ran in full view, so what it would print was seen there."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to quiet
+        yield
+        return
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(null)
+        os.close(saved)
+
+
 def cpu_call_peak_mb(call: Callable[[], object]) -> float:
     """The most CPU tensor memory ``call`` holds at once of what it allocates itself, MB.
 
@@ -121,7 +146,7 @@ def cpu_call_peak_mb(call: Callable[[], object]) -> float:
     order). Blocks come from the profiler's event tree (``experimental_event_tree``, as
     ``torch.profiler``'s own memory timeline reads them); tests/registry/test_measure_memory.py pins it.
     """
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _stderr_to_null(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         call()
     blocks = []
     stack = list(prof.profiler.kineto_results.experimental_event_tree())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -64,3 +65,14 @@ def test_without_memory_the_cpu_figure_is_not_measured(tiny):
     model = quatrain.Autoencoder(tiny, "naive")
     timing = _measure.measure(model, "infer", x, mask, iters=1, warmup=1, cuda_graph=False)
     assert math.isnan(timing.peak_mem_mb)
+
+
+def test_the_profiled_call_leaves_stderr_to_the_progress_lines(capfd):
+    """The profiler's C++ side prints its start and stop on descriptor 2 (torch 2.13: 'profiler_start'), between
+    the bench's progress lines; the call runs with it on the null device, restored after."""
+    print("progress before", file=sys.stderr)
+    _measure.cpu_call_peak_mb(lambda: floats(1))
+    print("progress after", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "profiler_" not in err and "unknown size" not in err
+    assert err.splitlines() == ["progress before", "progress after"]
