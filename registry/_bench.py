@@ -11,6 +11,7 @@ It sits on the leaves ``_probe`` (eligibility, variants, batch), ``_check`` and 
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import platform
@@ -180,9 +181,19 @@ def run_bench(
                 if done_rounds[name] and not math.isfinite(done_rounds[name][-1].median_ms):
                     continue  # it failed in an earlier round: reported as it failed
                 # One seed per round for every variant: on CPU they meet the same coins (_measure.measure).
-                timing = _measure_variant(
-                    models[name], mode, x, mask, iters, warmup, graphs, precision, seed + round_, memory=round_ == 0
+                timed = functools.partial(
+                    measure,
+                    models[name],
+                    mode,
+                    x,
+                    mask,
+                    iters=iters,
+                    warmup=warmup,
+                    precision=precision,
+                    seed=seed + round_,
+                    memory=round_ == 0,  # on CPU one more call: the first round's figure is the peak
                 )
+                timing = _with_eager_fallback(timed, graphs)
                 done_rounds[name].append(timing)
                 gc.collect()
                 if dev.type == "cuda":
@@ -204,43 +215,17 @@ def run_bench(
     return report
 
 
-def _measure_variant(
-    model: Any,
-    mode: str,
-    x: Tensor,
-    mask: Tensor,
-    iters: int,
-    warmup: int,
-    graphs: bool,
-    precision: str,
-    seed: int,
-    memory: bool,
-) -> Timing:
-    """One round of one variant in one mode; a failure becomes its timing (reported in the table, the rest
-    keep running), and a backend that cannot live inside an outer CUDA graph is timed eagerly, so noted.
-    ``memory``: find the peak memory (on CPU one more call: the first round's is the figure)."""
-
-    def timed(cuda_graph: bool) -> Timing:
-        return measure(
-            model,
-            mode,
-            x,
-            mask,
-            iters=iters,
-            warmup=warmup,
-            cuda_graph=cuda_graph,
-            precision=precision,
-            seed=seed,
-            memory=memory,
-        )
-
+def _with_eager_fallback(timed: Callable[..., Timing], graphs: bool) -> Timing:
+    """One round of one variant in one mode, ``timed(cuda_graph=...)``; a failure becomes its timing (reported in
+    the table, the rest keep running), and a backend that cannot live inside an outer CUDA graph is timed
+    eagerly, so noted."""
     try:
-        return timed(graphs)
+        return timed(cuda_graph=graphs)
     except Exception as e:
         if not graphs:
             return failed(one_line(e))
         try:
-            t = timed(False)
+            t = timed(cuda_graph=False)
         except Exception as again:
             return failed(one_line(again))
         return attrs.evolve(t, note=f"eager: with graphs it raised {one_line(e)}")
