@@ -9,7 +9,7 @@
 
 Neither ships: this script is the record of what they measured (``benchmarks/cpu-levers-ab.txt``).
 
-    python benchmarks/cpu_levers_ab.py [--threads 2] [--rounds 8] [--levers stretches,k-major]
+    python benchmarks/cpu_levers_ab.py [--threads 2] [--rounds 10] [--levers stretches,k-major]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _step(config: quatrain.ModelConfig, name: str, infer: bool) -> quatrain.Trai
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=8, help="timed calls per form, after one warm-up each")
+    parser.add_argument("--rounds", type=int, default=10, help="timed calls per form, after one warm-up each")
     parser.add_argument("--levers", default="stretches,k-major")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

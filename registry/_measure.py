@@ -124,14 +124,14 @@ def _stderr_to_null() -> Iterator[None]:
         yield
         return
     sys.stderr.flush()
-    null = os.open(os.devnull, os.O_WRONLY)
     try:
+        null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 2)
+        os.close(null)
         yield
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
-        os.close(null)
         os.close(saved)
 
 
